@@ -1,0 +1,54 @@
+# Fresh machine: Python 3.11+, Node 18+, make. Each target installs what it needs.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+
+.PHONY: run test install install-test browser migrate worker bench clean-data help
+
+help:
+	@echo "make run   - install, then start PostgreSQL (embedded), Azurite, API and worker; Ctrl-C stops all"
+	@echo "make test  - install, then run the whole test suite"
+	@echo "make bench - run the benchmarks in bench/"
+
+$(VENV)/.installed: requirements.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --disable-pip-version-check -r requirements.txt
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed test_requirements.txt
+	$(PIP) install --quiet --disable-pip-version-check -r test_requirements.txt
+	touch $@
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+# Headless Chromium for the Swagger UI browser test, from Debian's packages.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else echo "chromium is missing: install it (Debian: apt-get install chromium)"; exit 1; fi; }
+
+install: $(VENV)/.installed node_modules/.installed
+
+install-test: $(VENV)/.installed-test node_modules/.installed browser
+
+run: install
+	$(PY) -m app run
+
+test: install-test
+	$(PY) -m pytest
+
+bench: install-test
+	$(PY) bench/run_all.py
+
+migrate: install
+	$(PY) -m app migrate
+
+worker: install
+	$(PY) -m app worker
+
+clean-data:
+	rm -rf var

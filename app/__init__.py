@@ -1,0 +1,96 @@
+"""Label Store: the app factory wires everything in one place; main.py only calls it."""
+from __future__ import annotations
+
+import logging
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+# Connexion imports Starlette's test client whenever httpx is installed; its deprecation notice is noise.
+warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
+
+import connexion  # noqa: E402
+from connexion.middleware import MiddlewarePosition  # noqa: E402
+from connexion.options import SwaggerUIOptions  # noqa: E402
+from flask import request  # noqa: E402
+
+from app import errors, jobs, logs  # noqa: E402
+from app.api import resolver as api_resolver  # noqa: E402
+from app.auth import Authenticator, roles_from_spec  # noqa: E402
+from app.extensions import db, migrate  # noqa: E402
+from app.middleware import RequestContextMiddleware  # noqa: E402
+from app.settings import Settings, load_or_exit  # noqa: E402
+from app.storage import BlobStorage  # noqa: E402
+
+logger = logging.getLogger(__name__)
+
+HERE = Path(__file__).resolve().parent
+__version__ = "0.1.0"
+
+
+@dataclass
+class State:
+    """What handlers and jobs reach through `current_app.extensions["label_store"]`."""
+
+    settings: Settings
+    storage: BlobStorage
+    probe_storage: BlobStorage  # no retries, short timeouts: for /info/status
+    authenticator: Authenticator | None = None
+
+
+def sqlalchemy_url(url: str) -> str:
+    scheme, rest = url.split("://", 1)
+    return f"postgresql+psycopg2://{rest}" if scheme in ("postgres", "postgresql", "postgresql+psycopg") else url
+
+
+def create_app(settings: Settings | None = None, *, validate_responses: bool = False) -> connexion.FlaskApp:
+    settings = settings or load_or_exit()
+    if settings.db_connection_string is None or settings.embedded_storage:
+        raise RuntimeError("create_app needs DB_CONNECTION_STRING and blob storage settings; "
+                           "`make run` (python -m app run) starts the embedded ones and passes them on")
+    logs.configure(settings.log_level)
+
+    cx = connexion.FlaskApp(__name__, specification_dir=str(HERE / "openapi"))
+    flask_app = cx.app
+    flask_app.config.update(
+        SQLALCHEMY_DATABASE_URI=sqlalchemy_url(settings.db_connection_string),
+        SQLALCHEMY_ENGINE_OPTIONS={"pool_pre_ping": True, "pool_size": 10, "max_overflow": 20,
+                                   "connect_args": {"connect_timeout": 5, "application_name": "label-store"}},
+        JSON_SORT_KEYS=False,
+    )
+    flask_app.json.sort_keys = False
+    db.init_app(flask_app)
+    migrate.init_app(flask_app, db, directory=str(HERE / "migrations"))
+    flask_app.extensions["label_store"] = State(
+        settings=settings,
+        storage=BlobStorage.from_settings(settings),
+        probe_storage=BlobStorage.from_settings(settings, timeout=settings.status_check_timeout_seconds, retries=0),
+    )
+    jobs.init_app(flask_app)
+    import app.models  # noqa: F401  (every model registered before first use)
+
+    @flask_app.before_request
+    def _bind_request_id():
+        # Flask views run on a2wsgi's threads, which do not inherit the ASGI task's context.
+        logs.request_id_var.set(request.headers.get("X-Request-ID", "-"))
+
+    state = flask_app.extensions["label_store"]
+    cx.add_middleware(RequestContextMiddleware, position=MiddlewarePosition.BEFORE_EXCEPTION, state=state)
+    errors.register(cx)
+    cx.add_api("info.yaml", base_path="", name="info", resolver=api_resolver, swagger_ui_options=SwaggerUIOptions(
+        swagger_ui=False, serve_spec=False), validate_responses=validate_responses, strict_validation=True)
+    cx.add_api("api.yaml", base_path="/api/v1", name="api_v1", validate_responses=validate_responses,
+               strict_validation=True, resolver=api_resolver, swagger_ui_options=SwaggerUIOptions(
+                   swagger_ui_path="/ui", spec_path="/openapi.json",
+                   swagger_ui_config={"persistAuthorization": True, "displayRequestDuration": True}))
+    with flask_app.app_context():
+        state.authenticator = Authenticator(
+            engine=db.engine, pepper=settings.api_key_pepper.get_secret_value(),
+            roles_by_operation=roles_from_spec(load_spec("api.yaml")))
+    return cx
+
+
+def load_spec(name: str) -> dict:
+    import yaml
+
+    return yaml.safe_load((HERE / "openapi" / name).read_text())

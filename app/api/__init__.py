@@ -1,0 +1,37 @@
+"""Thin handlers: validated input in, a service call, a shaped response out.
+
+Operations declare application/json for success and application/problem+json for errors, so Connexion
+asks every handler to name its content type; `resolver` does that once for all of them.
+"""
+from __future__ import annotations
+
+import functools
+
+from connexion.resolver import Resolver
+from connexion.utils import get_function_from_name
+
+JSON = {"Content-Type": "application/json"}
+
+
+def _with_content_type(result):
+    if isinstance(result, (dict, list)):
+        return result, 200, JSON
+    if isinstance(result, tuple) and isinstance(result[0], (dict, list)):
+        if len(result) == 2:
+            return result[0], result[1], JSON
+        if len(result) == 3 and not any(k.lower() == "content-type" for k in result[2]):
+            return result[0], result[1], {**JSON, **result[2]}
+    return result
+
+
+def _json_handler(name: str):
+    function = get_function_from_name(name)
+
+    @functools.wraps(function)
+    def handler(*args, **kwargs):
+        return _with_content_type(function(*args, **kwargs))
+
+    return handler
+
+
+resolver = Resolver(function_resolver=_json_handler)

@@ -1,0 +1,57 @@
+from datetime import datetime, timezone
+
+from app.auth import current_caller
+from app.services import keys
+
+
+def parse_datetime(value: str | None) -> datetime | None:
+    """An RFC 3339 date-time from the request (validated by the spec); naive means UTC."""
+    if value is None:
+        return None
+    parsed = datetime.fromisoformat(value)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+
+
+def key_out(key, secret: str | None = None) -> dict:
+    out = {
+        "key_id": key.key_id,
+        "owner": {"kind": key.principal.kind, "name": key.principal.name},
+        "roles": key.roles,
+        "description": key.description,
+        "date_created": key.date_created.isoformat(),
+        "expires_at": key.expires_at.isoformat() if key.expires_at else None,
+        "last_used_at": key.last_used_at.isoformat() if key.last_used_at else None,
+        "revoked_at": key.revoked_at.isoformat() if key.revoked_at else None,
+    }
+    if secret is not None:
+        out.update(apikey=key.key_id, apisecret=secret)
+    return out
+
+
+def me():
+    return key_out(keys.get_key(current_caller().key_id))
+
+
+def list_keys(page=1, per_page=50, include_revoked=False):
+    result = keys.list_keys(page=page, per_page=per_page, include_revoked=include_revoked)
+    return {"pagination": result.pagination, "keys": [key_out(k) for k in result.items]}
+
+
+def create_key(body):
+    key, secret = keys.create_key(roles=body["roles"], email=body.get("email"), device=body.get("device"),
+                                  expires_at=parse_datetime(body.get("expires_at")), description=body.get("description"))
+    return key_out(key, secret), 201
+
+
+def get_key(key_id):
+    return key_out(keys.get_key(key_id))
+
+
+def revoke_key(key_id):
+    return key_out(keys.revoke_key(key_id, by=current_caller().key_id))
+
+
+def rotate_key(key_id, body=None):
+    key, secret = keys.rotate_key(key_id, grace_seconds=(body or {}).get("grace_seconds", 0),
+                                  by=current_caller().key_id)
+    return key_out(key, secret)

@@ -1,0 +1,234 @@
+"""Command line: `python -m app {run,migrate,worker,create-admin,check-settings}`."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from app.settings import Settings, load_or_exit
+
+logger = logging.getLogger("app.cli")
+
+
+def psycopg_conninfo(url: str) -> str:
+    scheme, rest = url.split("://", 1)
+    return f"postgresql://{rest}"
+
+
+# --- migrate ------------------------------------------------------------------------------------
+
+def migrate_database(cx_app) -> None:
+    """Alembic upgrade to head (procrastinate's schema included), then the bootstrap admin if configured."""
+    from flask_migrate import upgrade
+
+    with cx_app.app.app_context():
+        upgrade()
+        cx_app.app.extensions["label_store"].storage.ensure_container()
+        settings = cx_app.app.extensions["label_store"].settings
+        if settings.bootstrap_admin_email:
+            from app.services.keys import bootstrap_admin
+
+            created = bootstrap_admin(email=settings.bootstrap_admin_email, key_id=settings.bootstrap_admin_key,
+                                      secret=settings.bootstrap_admin_secret.get_secret_value())
+            if created:
+                logger.info("bootstrap admin created", extra={"key_id": created[0].key_id})
+
+
+def cmd_migrate(settings: Settings) -> int:
+    from app import create_app
+
+    migrate_database(create_app(settings))
+    logger.info("database at head")
+    return 0
+
+
+# --- worker -------------------------------------------------------------------------------------
+
+async def _recover_stalled_forever(queue, settings: Settings) -> None:
+    """Every worker re-queues the jobs of workers that stopped sending heartbeats (killed, lost)."""
+    from app.jobs.tasks import retry_stalled
+
+    while True:
+        await asyncio.sleep(max(1.0, settings.worker_stalled_after_seconds / 3))
+        try:
+            await retry_stalled(queue, settings.worker_stalled_after_seconds)
+        except Exception:
+            logger.warning("stalled job recovery failed; will try again", exc_info=True)
+
+
+def cmd_worker(settings: Settings) -> int:
+    from procrastinate import PsycopgConnector
+
+    from app import create_app
+    from app.jobs import queue
+
+    create_app(settings)
+    connector = PsycopgConnector(conninfo=psycopg_conninfo(settings.db_connection_string),
+                                 kwargs={"application_name": "label-store-worker"})
+
+    async def main():
+        async with queue.open_async():
+            recovery = asyncio.create_task(_recover_stalled_forever(queue, settings))
+            try:
+                await queue.run_worker_async(
+                    concurrency=settings.worker_concurrency, name=f"worker-{os.getpid()}",
+                    update_heartbeat_interval=settings.worker_heartbeat_seconds,
+                    stalled_worker_timeout=settings.worker_stalled_after_seconds,
+                    install_signal_handlers=True)
+            finally:
+                recovery.cancel()
+
+    with queue.replace_connector(connector):
+        logger.info("worker started", extra={"concurrency": settings.worker_concurrency})
+        asyncio.run(main())
+    logger.info("worker stopped")
+    return 0
+
+
+# --- create-admin -------------------------------------------------------------------------------
+
+def cmd_create_admin(settings: Settings, email: str) -> int:
+    from app import create_app
+    from app.services.keys import create_key
+
+    cx = create_app(settings)
+    with cx.app.app_context():
+        key, secret = create_key(roles=["admin"], email=email, description="created with python -m app create-admin")
+    print(json.dumps({"apikey": key.key_id, "apisecret": secret, "email": email}))
+    return 0
+
+
+# --- run (development supervisor) ---------------------------------------------------------------
+
+def _secret_file(path: Path) -> str:
+    """A random value kept in a 0600 file, made on first use."""
+    if path.exists():
+        return path.read_text().strip()
+    value = secrets.token_urlsafe(48)
+    path.touch(mode=0o600)
+    path.write_text(value)
+    return value
+
+
+def _bootstrap_embedded_admin(cx_app, data_dir: Path) -> None:
+    from app.services.keys import admin_exists, create_key
+
+    target = data_dir / "admin-key.json"
+    with cx_app.app.app_context():
+        if admin_exists():
+            if target.exists():
+                print(f"  admin key pair:  {target}")
+            return
+        key, secret = create_key(roles=["admin"], email="admin@localhost", description="first admin (make run)")
+    target.unlink(missing_ok=True)
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump({"apikey": key.key_id, "apisecret": secret, "email": "admin@localhost"}, f, indent=2)
+    print(f"  created the first admin; its key pair is in {target} (mode 0600)")
+
+
+def cmd_run(settings: Settings) -> int:
+    from app.embedded.azurite import Azurite
+    from app.embedded.postgres import EmbeddedPostgres
+
+    data_dir = settings.data_dir.resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ)
+    services: list = []
+    children: list[subprocess.Popen] = []
+    stopping = False
+
+    def stop(*_):
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        if settings.embedded_database:
+            pg = EmbeddedPostgres(data_dir / "postgres").start()
+            services.append(pg)
+            env["DB_CONNECTION_STRING"] = pg.create_database("labelstore")
+        if settings.embedded_storage:
+            azurite = Azurite(data_dir / "azurite").start()
+            services.append(azurite)
+            env["AZURE_STORAGE_CONNECTION_STRING"] = azurite.connection_string
+        if not settings.api_key_pepper:
+            env["API_KEY_PEPPER"] = _secret_file(data_dir / "api-key-pepper")
+        os.environ.update(env)
+        resolved = load_or_exit()
+
+        from app import create_app
+
+        cx_app = create_app(resolved)
+        migrate_database(cx_app)
+        print("Label Store is starting:")
+        if not resolved.bootstrap_admin_email:
+            _bootstrap_embedded_admin(cx_app, data_dir)
+        children.append(subprocess.Popen([sys.executable, "-m", "app", "worker"], env=env))
+        children.append(subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "main:app", "--host", resolved.host, "--port", str(resolved.port),
+             "--no-access-log", "--log-level", "warning"], env=env))
+        print(f"  Swagger UI:      http://{resolved.host}:{resolved.port}/api/v1/ui")
+        print(f"  status:          http://{resolved.host}:{resolved.port}/info/status")
+        print("  Ctrl-C stops everything.", flush=True)
+        while not stopping:
+            dead = [c for c in children if c.poll() is not None]
+            if dead:
+                logger.error("a child process exited; stopping", extra={"args": dead[0].args[2:4]})
+                return 1
+            time.sleep(0.3)
+        return 0
+    finally:
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 20
+        for child in children:
+            try:
+                child.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
+        for service in reversed(services):
+            service.stop()
+        print("Label Store stopped.", flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m app", description="Label Store")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("run", help="start embedded services (when not configured), API and worker; Ctrl-C stops all")
+    sub.add_parser("migrate", help="apply database migrations and create the bootstrap admin if configured")
+    sub.add_parser("worker", help="run a background job worker")
+    admin = sub.add_parser("create-admin", help="create an admin key and print its pair once, as JSON")
+    admin.add_argument("--email", required=True)
+    sub.add_parser("check-settings", help="validate the settings and exit")
+    args = parser.parse_args(argv)
+
+    from app import logs
+
+    settings = load_or_exit()
+    logs.configure(settings.log_level)
+    if args.command == "check-settings":
+        print("settings OK")
+        return 0
+    if args.command == "run":
+        return cmd_run(settings)
+    if settings.db_connection_string is None:
+        print("label-store: configuration error: DB_CONNECTION_STRING: not set "
+              "(`make run` starts an embedded PostgreSQL; other commands need a server)", file=sys.stderr)
+        return 2
+    if args.command == "migrate":
+        return cmd_migrate(settings)
+    if args.command == "worker":
+        return cmd_worker(settings)
+    return cmd_create_admin(settings, args.email)

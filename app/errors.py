@@ -1,0 +1,94 @@
+"""Domain errors, and the one place that renders every error as application/problem+json.
+
+Services raise DomainError subclasses and know nothing of HTTP frameworks. The body carries RFC 7807's
+type/title/status/detail, plus `error` with the same text as `detail` for LabelAPI clients.
+"""
+from __future__ import annotations
+
+import json
+import logging
+
+from connexion.exceptions import OAuthProblem, ProblemException
+from connexion.lifecycle import ConnexionRequest, ConnexionResponse
+from starlette.exceptions import HTTPException
+
+from app.http_status import reason
+
+logger = logging.getLogger(__name__)
+
+
+class DomainError(Exception):
+    status, title = 400, "Bad Request"
+
+    def __init__(self, detail: str, **extra):
+        super().__init__(detail)
+        self.detail, self.extra = detail, extra
+
+
+class Unauthorized(DomainError):
+    status, title = 401, "Unauthorized"
+
+
+class Forbidden(DomainError):
+    status, title = 403, "Forbidden"
+
+
+class NotFound(DomainError):
+    status, title = 404, "Not Found"
+
+
+class Conflict(DomainError):
+    status, title = 409, "Conflict"
+
+
+class Unprocessable(DomainError):
+    status, title = 422, "Unprocessable Entity"
+
+
+def problem(status: int, detail: str, *, title: str | None = None, headers: dict | None = None,
+            **extra) -> ConnexionResponse:
+    body = {"type": "about:blank", "title": title or reason(status), "status": status, "detail": detail,
+            "error": detail, **extra}
+    return ConnexionResponse(status_code=status, mimetype="application/problem+json",
+                             content_type="application/problem+json", body=json.dumps(body), headers=headers)
+
+
+def _domain_error(_request: ConnexionRequest, exc: DomainError) -> ConnexionResponse:
+    return problem(exc.status, exc.detail, title=exc.title, **exc.extra)
+
+
+def _problem_exception(_request: ConnexionRequest, exc: ProblemException) -> ConnexionResponse:
+    # Connexion's own validation and security problems (400, 401, 403, 415, ...).
+    detail = exc.detail if isinstance(exc.detail, str) else json.dumps(exc.detail)
+    if isinstance(exc, OAuthProblem):  # Connexion found no credentials
+        detail = "Missing credentials. Send your key pair in the Authentication-Key and Authentication-Secret headers."
+    if exc.status >= 500:  # e.g. a response that breaks the spec: log it, tell the client nothing internal
+        logger.error("request failed: %s", detail)
+        return problem(500, _INTERNAL)
+    return problem(exc.status, detail, title=exc.title, headers=exc.headers, **(exc.ext or {}))
+
+
+def _http_exception(_request: ConnexionRequest, exc: HTTPException) -> ConnexionResponse:
+    detail = _DEFAULT_DETAIL.get(exc.status_code) or exc.detail or reason(exc.status_code)
+    return problem(exc.status_code, detail, headers=exc.headers)
+
+
+def _unexpected(_request: ConnexionRequest, exc: Exception) -> ConnexionResponse:
+    logger.error("unexpected error", exc_info=exc)
+    return problem(500, _INTERNAL)
+
+
+_INTERNAL = "The server met an unexpected error. Quote the X-Request-ID header when reporting it."
+
+
+_DEFAULT_DETAIL = {
+    404: "No such resource: check the path (the API lives under /api/v1).",
+    405: "This method is not allowed on this path.",
+}
+
+
+def register(cx_app) -> None:
+    cx_app.add_error_handler(DomainError, _domain_error)
+    cx_app.add_error_handler(ProblemException, _problem_exception)
+    cx_app.add_error_handler(HTTPException, _http_exception)
+    cx_app.add_error_handler(Exception, _unexpected)

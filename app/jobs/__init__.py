@@ -1,0 +1,57 @@
+"""Background work on procrastinate, in the same PostgreSQL as the data.
+
+The web process defers jobs through SQLAlchemy on the request's own connection, so a job exists
+exactly when the change that asked for it is committed. The worker process runs them with
+procrastinate's async psycopg connector (see app.cli worker).
+"""
+from __future__ import annotations
+
+import functools
+import logging
+
+import procrastinate
+from procrastinate.contrib.sqlalchemy import SQLAlchemyPsycopg2Connector
+
+logger = logging.getLogger(__name__)
+
+queue = procrastinate.App(connector=SQLAlchemyPsycopg2Connector(), import_paths=["app.jobs.tasks"])
+
+_flask_app = None
+
+
+def init_app(flask_app) -> None:
+    """Bind the queue to this Flask app's engine (for deferring) and app context (for tasks)."""
+    global _flask_app
+    from app.extensions import db
+
+    _flask_app = flask_app
+    with flask_app.app_context():
+        queue.connector.open(db.engine)
+
+
+def flask_app():
+    if _flask_app is None:
+        raise RuntimeError("app.jobs.init_app() was not called in this process")
+    return _flask_app
+
+
+def in_app_context(fn):
+    """Run a task body inside the Flask app context, so it can use db.session and settings."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with flask_app().app_context():
+            return fn(*args, **kwargs)
+
+    return wrapper
+
+
+def defer(task, **kwargs) -> int:
+    """Defer `task` inside the current database transaction: it runs only if the caller commits."""
+    from app.extensions import db
+
+    return task.configure(connection=db.session.connection()).defer(**kwargs)
+
+
+def import_tasks() -> None:
+    import app.jobs.tasks  # noqa: F401  (registers the tasks on `queue`)

@@ -1,0 +1,35 @@
+"""Procrastinate tasks. Every task is idempotent: running it twice has the effect of running it once."""
+from __future__ import annotations
+
+import logging
+
+from flask import current_app
+from procrastinate import RetryStrategy
+
+from app.jobs import in_app_context, queue
+
+logger = logging.getLogger(__name__)
+
+# Transient failures (storage or network briefly down) are retried after 2, 4, 8, 16 s ... 
+BACKOFF = RetryStrategy(max_attempts=8, exponential_wait=2)
+
+
+@queue.periodic(cron="*/5 * * * *", periodic_id="check_storage")
+@queue.task(name="check_storage", retry=BACKOFF, queueing_lock="check_storage")
+@in_app_context
+def check_storage(timestamp: int | None = None) -> None:
+    """Write and delete a probe blob. Runs every 5 minutes, so a storage outage shows as failing jobs."""
+    current_app.extensions["label_store"].storage.probe()
+    logger.info("storage check passed")
+
+
+async def retry_stalled(app, seconds_since_heartbeat: float | None = None) -> list[int]:
+    """Put back in the queue the jobs whose worker stopped sending heartbeats (killed, lost)."""
+    from app.jobs import flask_app
+
+    timeout = seconds_since_heartbeat or flask_app().extensions["label_store"].settings.worker_stalled_after_seconds
+    stalled = await app.job_manager.get_stalled_jobs(seconds_since_heartbeat=timeout)
+    for job in stalled:
+        logger.warning("retrying stalled job", extra={"job_id": job.id, "task": job.task_name})
+        await app.job_manager.retry_job(job)
+    return [job.id for job in stalled]

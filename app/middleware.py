@@ -1,0 +1,55 @@
+"""ASGI middleware around the whole app: a request id on every request, response and log line;
+one access log line and the request metrics per request."""
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+
+from app.logs import request_id_var
+from app.metrics import LATENCY, REQUESTS
+
+logger = logging.getLogger("app.access")
+_VALID_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+class RequestContextMiddleware:
+    def __init__(self, app, state=None):
+        self.app, self.state = app, state
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        incoming = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
+        request_id = incoming if _VALID_ID.match(incoming) else uuid.uuid4().hex
+        # The header travels with the request so the Flask side (another thread) can read it.
+        scope["headers"] = [h for h in scope["headers"] if h[0] != b"x-request-id"]
+        scope["headers"].append((b"x-request-id", request_id.encode()))
+        scope["label_store"] = self.state  # for the auth middleware, which runs outside Flask
+        token = request_id_var.set(request_id)
+        status = 500
+        started = time.perf_counter()
+
+        async def send_with_id(message):
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            elapsed = time.perf_counter() - started
+            operation = _operation(scope)
+            REQUESTS.labels(scope["method"], operation, str(status)).inc()
+            LATENCY.labels(scope["method"], operation).observe(elapsed)
+            logger.info("%s %s %s %.1fms", scope["method"], scope["path"], status, elapsed * 1000)
+            request_id_var.reset(token)
+
+
+def _operation(scope) -> str:
+    """The operationId the request was routed to; never the raw path (unbounded label values)."""
+    routing = (scope.get("extensions") or {}).get("connexion_routing") or {}
+    return routing.get("operation_id") or "unrouted"

@@ -1,0 +1,116 @@
+"""API keys: creation, listing, revocation, rotation, and the bootstrap admin."""
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta, timezone
+
+from flask import current_app
+from sqlalchemy import select
+
+from app.auth import hash_secret, new_key_id, new_secret
+from app.errors import Conflict, NotFound, Unprocessable
+from app.extensions import db
+from app.models import ApiKey, Principal
+from app.services.pagination import Page, paginate
+
+logger = logging.getLogger(__name__)
+
+
+def _pepper() -> str:
+    return current_app.extensions["label_store"].settings.api_key_pepper.get_secret_value()
+
+
+def principal_for(*, email: str | None = None, device: str | None = None) -> Principal:
+    """Find or create the user (by email, case-insensitive) or device (by name)."""
+    if bool(email) == bool(device):
+        raise Unprocessable("give exactly one of `email` (a user) or `device` (a device name)",
+                            field="email" if email else "device")
+    kind, name = ("user", email.strip().lower()) if email else ("device", device.strip())
+    principal = db.session.scalar(select(Principal).where(Principal.name == name))
+    if principal is None:
+        principal = Principal(kind=kind, name=name)
+        db.session.add(principal)
+        db.session.flush()
+    elif principal.kind != kind:
+        raise Conflict(f"{name!r} is already registered as a {principal.kind}", field="email" if email else "device")
+    return principal
+
+
+def create_key(*, roles: list[str], email: str | None = None, device: str | None = None,
+               expires_at: datetime | None = None, description: str | None = None,
+               key_id: str | None = None, secret: str | None = None, commit: bool = True) -> tuple[ApiKey, str]:
+    """A new key pair; the secret is returned here and never stored."""
+    if expires_at is not None and expires_at <= datetime.now(timezone.utc):
+        raise Unprocessable("expires_at must be in the future", field="expires_at")
+    principal = principal_for(email=email, device=device)
+    secret = secret or new_secret()
+    key = ApiKey(key_id=key_id or new_key_id(), secret_hash=hash_secret(secret, _pepper()), principal=principal,
+                 roles=sorted(set(roles)), expires_at=expires_at, description=description)
+    db.session.add(key)
+    if commit:
+        db.session.commit()
+    logger.info("api key created", extra={"key_id": key.key_id, "roles": key.roles})
+    return key, secret
+
+
+def list_keys(*, page: int, per_page: int, include_revoked: bool = False) -> Page:
+    query = select(ApiKey).order_by(ApiKey.id)
+    if not include_revoked:
+        query = query.where(ApiKey.revoked_at.is_(None))
+    return paginate(query, page, per_page)
+
+
+def get_key(key_id: str) -> ApiKey:
+    key = db.session.scalar(select(ApiKey).where(ApiKey.key_id == key_id))
+    if key is None:
+        raise NotFound(f"no API key {key_id}")
+    return key
+
+
+def revoke_key(key_id: str, *, by: str) -> ApiKey:
+    key = db.session.scalar(select(ApiKey).where(ApiKey.key_id == key_id).with_for_update())
+    if key is None:
+        raise NotFound(f"no API key {key_id}")
+    if key.revoked_at is not None:
+        raise Conflict(f"API key {key_id} is already revoked")
+    key.revoked_at = datetime.now(timezone.utc)
+    db.session.commit()
+    logger.info("api key revoked", extra={"key_id": key_id, "by": by})
+    return key
+
+
+def rotate_key(key_id: str, *, grace_seconds: int = 0, by: str) -> tuple[ApiKey, str]:
+    key = db.session.scalar(select(ApiKey).where(ApiKey.key_id == key_id).with_for_update())
+    if key is None:
+        raise NotFound(f"no API key {key_id}")
+    if key.revoked_at is not None:
+        raise Conflict(f"API key {key_id} is revoked; create a new one instead")
+    secret = new_secret()
+    if grace_seconds > 0:
+        key.previous_secret_hash = key.secret_hash
+        key.previous_secret_valid_until = datetime.now(timezone.utc) + timedelta(seconds=grace_seconds)
+    else:
+        key.previous_secret_hash = key.previous_secret_valid_until = None
+    key.secret_hash = hash_secret(secret, _pepper())
+    db.session.commit()
+    logger.info("api key rotated", extra={"key_id": key_id, "grace_seconds": grace_seconds, "by": by})
+    return key, secret
+
+
+def admin_exists() -> bool:
+    now = datetime.now(timezone.utc)
+    return db.session.scalar(
+        select(ApiKey.id).where(ApiKey.roles.any("admin"), ApiKey.revoked_at.is_(None),
+                                (ApiKey.expires_at.is_(None)) | (ApiKey.expires_at > now)).limit(1)) is not None
+
+
+def bootstrap_admin(*, email: str, key_id: str | None = None, secret: str | None = None) -> tuple[ApiKey, str] | None:
+    """Create an admin key unless a usable admin key exists; None when nothing was created."""
+    db.session.execute(select(db.func.pg_advisory_xact_lock(0x4C53_0001)))  # one bootstrap at a time
+    if admin_exists():
+        db.session.rollback()
+        return None
+    if key_id is not None and db.session.scalar(select(ApiKey.id).where(ApiKey.key_id == key_id)):
+        raise Conflict(f"API key {key_id} exists but is not a usable admin key")
+    return create_key(roles=["admin"], email=email, key_id=key_id, secret=secret,
+                      description="bootstrap admin")

@@ -1,0 +1,154 @@
+"""One settings object, read from the environment and an optional .env file, validated at start.
+
+A process that cannot be configured stops with one line naming the variable (see `load_or_exit`),
+never a traceback.
+"""
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Settings that must be given together: when one is set, all are.
+_TOGETHER = {
+    "Azure ML workspace": ("azure_ml_subscription_id", "azure_ml_resource_group", "azure_ml_workspace_name"),
+    "Azure ML service principal": ("azure_ml_sp_tenant_id", "azure_ml_sp_application_id", "azure_ml_sp_password"),
+    "bootstrap admin key": ("bootstrap_admin_email", "bootstrap_admin_key", "bootstrap_admin_secret"),
+}
+
+
+class SettingsError(Exception):
+    """A setting is missing or malformed; `variable` names the environment variable."""
+
+    def __init__(self, variable: str, problem: str):
+        super().__init__(f"{variable}: {problem}")
+        self.variable, self.problem = variable, problem
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", case_sensitive=False)
+
+    # --- serving
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=1, le=65535)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    data_dir: Path = Path("var")  # embedded PostgreSQL and Azurite keep their data here
+
+    # --- database: unset means an embedded PostgreSQL under data_dir
+    db_connection_string: str | None = None
+
+    # --- blob storage: both unset means Azurite under data_dir
+    azure_storage_connection_string: SecretStr | None = None
+    azure_storage_account_url: str | None = None  # with azure-identity's DefaultAzureCredential
+    azure_storage_imageset_container: str = "images"
+    azure_storage_imageset_folder: str = Field("imagesets", min_length=1, max_length=200)
+    image_read_token_valid_minutes: int = Field(60, gt=0, le=7 * 24 * 60)
+    image_read_token_valid_days: int | None = Field(None, gt=0, le=7)
+    imageset_upload_token_valid_days: int = Field(7, gt=0, le=7)
+
+    # --- Azure ML (optional as a whole)
+    azure_ml_subscription_id: str | None = None
+    azure_ml_resource_group: str | None = None
+    azure_ml_workspace_name: str | None = None
+    azure_ml_datastore: str = "workspaceblobstore"
+    azure_ml_sp_tenant_id: str | None = None
+    azure_ml_sp_application_id: str | None = None
+    azure_ml_sp_password: SecretStr | None = None
+
+    # --- access control
+    api_key_pepper: SecretStr | None = None  # required with an external database
+    bootstrap_admin_email: str | None = None
+    bootstrap_admin_key: str | None = None
+    bootstrap_admin_secret: SecretStr | None = None
+
+    # --- health and jobs
+    status_check_timeout_seconds: float = Field(2.0, gt=0, le=4.5)
+    worker_seen_within_seconds: int = Field(60, gt=0)
+    worker_concurrency: int = Field(4, ge=1, le=64)
+    worker_heartbeat_seconds: float = Field(10.0, gt=0)
+    worker_stalled_after_seconds: float = Field(30.0, gt=0)  # no heartbeat for this long: its jobs run again
+
+    @field_validator("db_connection_string")
+    @classmethod
+    def _postgres_url(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        scheme = value.split("://", 1)[0] if "://" in value else ""
+        if scheme not in ("postgres", "postgresql", "postgresql+psycopg2", "postgresql+psycopg"):
+            raise ValueError("must be a postgresql:// URL")
+        return value
+
+    @field_validator("azure_storage_imageset_container")
+    @classmethod
+    def _container_name(cls, value: str) -> str:
+        if not re.fullmatch(r"[a-z0-9](?:[a-z0-9]|-(?!-)){1,61}[a-z0-9]", value):
+            raise ValueError("must be a valid blob container name: 3-63 lower-case letters, digits and single hyphens")
+        return value
+
+    @field_validator("azure_storage_connection_string")
+    @classmethod
+    def _connection_string(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value():
+            return None
+        parts = dict(p.split("=", 1) for p in value.get_secret_value().split(";") if "=" in p)
+        if "AccountName" not in parts and "BlobEndpoint" not in parts:
+            raise ValueError("must be an Azure Storage connection string (AccountName=...;AccountKey=... or BlobEndpoint=...)")
+        return value
+
+    @model_validator(mode="after")
+    def _groups(self) -> "Settings":
+        for label, names in _TOGETHER.items():
+            given = [n for n in names if getattr(self, n) not in (None, "")]
+            if given and len(given) != len(names):
+                missing = next(n for n in names if n not in given)
+                raise SettingsError(missing.upper(), f"required when {given[0].upper()} is set ({label})")
+        if self.azure_storage_connection_string and self.azure_storage_account_url:
+            raise SettingsError("AZURE_STORAGE_ACCOUNT_URL", "set either this or AZURE_STORAGE_CONNECTION_STRING, not both")
+        if self.db_connection_string and not self.api_key_pepper:
+            raise SettingsError("API_KEY_PEPPER", "required when DB_CONNECTION_STRING is set (a long random string)")
+        if self.api_key_pepper and len(self.api_key_pepper.get_secret_value()) < 16:
+            raise SettingsError("API_KEY_PEPPER", "must be at least 16 characters")
+        return self
+
+    # --- derived values
+    @property
+    def embedded_database(self) -> bool:
+        return self.db_connection_string is None
+
+    @property
+    def embedded_storage(self) -> bool:
+        return self.azure_storage_connection_string is None and self.azure_storage_account_url is None
+
+    @property
+    def azure_ml_configured(self) -> bool:
+        return self.azure_ml_subscription_id is not None
+
+    @property
+    def image_read_token_minutes(self) -> int:
+        """IMAGE_READ_TOKEN_VALID_DAYS (LabelAPI's name) wins when set."""
+        if self.image_read_token_valid_days is not None:
+            return self.image_read_token_valid_days * 24 * 60
+        return self.image_read_token_valid_minutes
+
+
+def load(**overrides) -> Settings:
+    """Settings from env/.env (overrides win); raises SettingsError naming the variable."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        variable = str(error["loc"][0]).upper() if error.get("loc") else "settings"
+        message = error["msg"].removeprefix("Value error, ")
+        raise SettingsError(variable, message) from None
+
+
+def load_or_exit(**overrides) -> Settings:
+    try:
+        return load(**overrides)
+    except SettingsError as exc:
+        print(f"label-store: configuration error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None

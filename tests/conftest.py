@@ -1,0 +1,191 @@
+"""Fixtures: a real PostgreSQL (pgserver's binaries) and a real Azurite on free loopback ports, started
+once per session, unless TEST_DATABASE_URL / TEST_AZURE_STORAGE_CONNECTION_STRING point elsewhere.
+
+The schema comes from the migrations, applied once per session. Each test starts from empty tables
+(truncation rather than rollback, so worker processes and concurrent requests see committed data).
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+from app.embedded.azurite import Azurite
+from app.embedded.postgres import EmbeddedPostgres
+from app.settings import load
+
+ROOT = Path(__file__).resolve().parents[1]
+PEPPER = "test-pepper-not-a-secret-0123456789"
+
+
+@pytest.fixture(scope="session")
+def pg_server(tmp_path_factory):
+    if os.environ.get("TEST_DATABASE_URL"):
+        yield None
+        return
+    server = EmbeddedPostgres(tmp_path_factory.mktemp("pg") / "data", fast=True).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def database_url(pg_server):
+    return os.environ.get("TEST_DATABASE_URL") or pg_server.create_database("labelstore_test")
+
+
+@pytest.fixture(scope="session")
+def azurite(tmp_path_factory):
+    if os.environ.get("TEST_AZURE_STORAGE_CONNECTION_STRING"):
+        yield None
+        return
+    server = Azurite(tmp_path_factory.mktemp("azurite")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def storage_connection_string(azurite):
+    return os.environ.get("TEST_AZURE_STORAGE_CONNECTION_STRING") or azurite.connection_string
+
+
+@pytest.fixture(scope="session")
+def settings_overrides(database_url, storage_connection_string):
+    """What a test process and its worker subprocesses are configured with."""
+    return {
+        "db_connection_string": database_url,
+        "azure_storage_connection_string": storage_connection_string,
+        "azure_storage_imageset_container": f"test-{uuid.uuid4().hex[:12]}",
+        "api_key_pepper": PEPPER,
+        "worker_heartbeat_seconds": 0.5,
+        "worker_stalled_after_seconds": 3,
+        "worker_seen_within_seconds": 5,
+        "log_level": "INFO",
+    }
+
+
+@pytest.fixture(scope="session")
+def settings(settings_overrides):
+    return load(**settings_overrides)
+
+
+@pytest.fixture(scope="session")
+def cx_app(settings):
+    from app import create_app
+    from app.cli import migrate_database
+
+    cx = create_app(settings, validate_responses=True)
+    migrate_database(cx)
+    return cx
+
+
+@pytest.fixture(scope="session")
+def flask_app(cx_app):
+    return cx_app.app
+
+
+@pytest.fixture
+def app_context(flask_app):
+    with flask_app.app_context():
+        yield flask_app
+
+
+@pytest.fixture
+def client(cx_app):
+    return cx_app.test_client()
+
+
+@pytest.fixture(autouse=True)
+def _empty_tables(request):
+    yield
+    if "cx_app" not in request.fixturenames:
+        return
+    from app.extensions import db
+
+    flask_app = request.getfixturevalue("flask_app")
+    with flask_app.app_context():
+        with db.engine.begin() as conn:
+            tables = conn.execute(text(
+                "SELECT tablename FROM pg_tables WHERE schemaname = current_schema() "
+                "AND tablename <> 'alembic_version'")).scalars().all()
+            conn.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
+
+
+# --- keys ------------------------------------------------------------------------------------------
+
+@pytest.fixture
+def make_key(app_context):
+    """make_key("admin", ...) -> headers carrying a fresh key pair with those roles."""
+    from app.services.keys import create_key
+
+    def make(*roles: str, **options) -> dict:
+        options.setdefault("email", f"{uuid.uuid4().hex[:8]}@example.org")
+        key, secret = create_key(roles=list(roles), **options)
+        return {"Authentication-Key": key.key_id, "Authentication-Secret": secret}
+
+    return make
+
+
+@pytest.fixture
+def admin(make_key):
+    return make_key("admin")
+
+
+# --- processes -------------------------------------------------------------------------------------
+
+def env_for(overrides: dict) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DB_", "AZURE_", "BOOTSTRAP_", "API_KEY"))}
+    env.update({k.upper(): str(v) for k, v in overrides.items()})
+    env["PYTHONPATH"] = str(ROOT)
+    return env
+
+
+class Processes:
+    def __init__(self):
+        self.started: list[subprocess.Popen] = []
+
+    def start(self, args: list[str], env: dict, **kwargs) -> subprocess.Popen:
+        process = subprocess.Popen(args, env=env, cwd=ROOT, start_new_session=True, **kwargs)
+        self.started.append(process)
+        return process
+
+    def stop_all(self):
+        for process in self.started:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+
+
+@pytest.fixture
+def processes():
+    started = Processes()
+    yield started
+    started.stop_all()
+
+
+@pytest.fixture
+def start_worker(processes, settings_overrides, cx_app):
+    """start_worker(**setting_overrides) -> a `python -m app worker` process on the test database."""
+
+    def start(**overrides) -> subprocess.Popen:
+        env = env_for({**settings_overrides, **overrides})
+        return processes.start([sys.executable, "-m", "app", "worker"], env=env)
+
+    return start
+
+
+def wait_until(predicate, timeout: float = 30.0, interval: float = 0.1, message: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {message}")
+        time.sleep(interval)
