@@ -1,0 +1,110 @@
+"""/info/status and /info/version: 200 only when every required dependency answers, fast either way."""
+import socket
+import threading
+import time
+
+import pytest
+
+from app.embedded.azurite import Azurite, connection_string
+from app.settings import load
+from tests.conftest import wait_until
+
+
+def status(client):
+    started = time.monotonic()
+    response = client.get("/info/status")
+    return response, time.monotonic() - started
+
+
+def test_green_with_a_worker_running(client, start_worker):
+    start_worker()
+    wait_until(lambda: client.get("/info/status").status_code == 200, timeout=30, message="status 200")
+    response, elapsed = status(client)
+    body = response.json()
+    assert response.status_code == 200 and body["status"] == "ok"
+    assert all(check["ok"] for check in body["checks"].values())
+    assert body["checks"]["database"]["message"] == "reachable, migrations at head"
+    assert "not configured" in body["checks"]["azure_ml"]["message"]
+    assert body["checks"]["azure_ml"]["required"] is False
+
+
+def test_red_without_a_worker(client):
+    response, _ = status(client)
+    assert response.status_code == 503
+    checks = response.json()["checks"]
+    assert not checks["job_queue"]["ok"] and "worker" in checks["job_queue"]["message"]
+    assert checks["database"]["ok"] and checks["blob_storage"]["ok"]
+
+
+@pytest.fixture
+def app_with_storage(settings_overrides, cx_app):
+    """Build a second app on the same database whose blob storage is given by the test."""
+    from app import create_app
+
+    def build(storage_connection_string: str, create_container: bool = True):
+        settings = load(**{**settings_overrides, "azure_storage_connection_string": storage_connection_string})
+        cx = create_app(settings, validate_responses=True)
+        if create_container:
+            cx.app.extensions["label_store"].storage.ensure_container()
+        return cx.test_client()
+
+    return build
+
+
+def test_red_503_within_5s_when_azurite_is_stopped(tmp_path, app_with_storage):
+    azurite = Azurite(tmp_path / "azurite").start()
+    client = app_with_storage(azurite.connection_string)
+    assert client.get("/info/status").json()["checks"]["blob_storage"]["ok"]
+    azurite.stop()
+    response, elapsed = status(client)
+    assert response.status_code == 503
+    assert elapsed < 5
+    check = response.json()["checks"]["blob_storage"]
+    assert not check["ok"] and "unreachable" in check["message"]
+    assert "AccountKey" not in response.text and "sig=" not in response.text
+
+
+@pytest.fixture
+def silent_server():
+    """A TCP server that accepts connections and never answers: a hung dependency."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(50)
+    held, stop = [], threading.Event()
+
+    def accept():
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                held.append(listener.accept()[0])
+            except OSError:
+                pass
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield listener.getsockname()[1]
+    stop.set()
+    thread.join()
+    for conn in held:
+        conn.close()
+    listener.close()
+
+
+def test_answers_within_5s_when_storage_hangs(silent_server, app_with_storage):
+    client = app_with_storage(connection_string("127.0.0.1", silent_server), create_container=False)
+    response, elapsed = status(client)
+    assert response.status_code == 503
+    assert elapsed < 5
+    assert "no answer within" in response.json()["checks"]["blob_storage"]["message"]
+
+
+def test_version(client):
+    body = client.get("/info/version").json()
+    assert body["version"]
+    assert body["commit"] is None or len(body["commit"]) == 40
+
+
+def test_metrics_count_requests_by_operation(client):
+    client.get("/info/version")
+    text = client.get("/metrics").text
+    assert 'labelstore_http_requests_total{method="GET",operation="app.api.info.version",status="200"}' in text
