@@ -52,37 +52,40 @@ def cmd_migrate(settings: Settings) -> int:
 
 # --- worker -------------------------------------------------------------------------------------
 
-async def _recover_stalled_forever(queue, settings: Settings) -> None:
+async def _recover_stalled_forever(worker, settings: Settings) -> None:
     """Every worker re-queues the jobs of workers that stopped sending heartbeats (killed, lost)."""
-    from app.jobs.tasks import retry_stalled
+    from app.jobs import retry_stalled
 
     while True:
-        await asyncio.sleep(max(1.0, settings.worker_stalled_after_seconds / 3))
+        await asyncio.sleep(max(0.5, settings.worker_stalled_after_seconds / 3))
         try:
-            await retry_stalled(queue, settings.worker_stalled_after_seconds)
+            await retry_stalled(worker.app, settings.worker_stalled_after_seconds, exclude_worker=worker.worker_id)
         except Exception:
             logger.warning("stalled job recovery failed; will try again", exc_info=True)
 
 
 def cmd_worker(settings: Settings) -> int:
     from procrastinate import PsycopgConnector
+    from procrastinate.worker import Worker
 
     from app import create_app
-    from app.jobs import queue
+    from app.jobs import import_tasks, queue
 
     create_app(settings)
+    import_tasks()
     connector = PsycopgConnector(conninfo=psycopg_conninfo(settings.db_connection_string),
                                  kwargs={"application_name": "label-store-worker"})
 
     async def main():
         async with queue.open_async():
-            recovery = asyncio.create_task(_recover_stalled_forever(queue, settings))
+            worker = Worker(app=queue, name=f"worker-{os.getpid()}", concurrency=settings.worker_concurrency,
+                            update_heartbeat_interval=settings.worker_heartbeat_seconds,
+                            stalled_worker_timeout=settings.worker_stalled_after_seconds,
+                            shutdown_graceful_timeout=settings.worker_shutdown_grace_seconds,
+                            install_signal_handlers=True)
+            recovery = asyncio.create_task(_recover_stalled_forever(worker, settings))
             try:
-                await queue.run_worker_async(
-                    concurrency=settings.worker_concurrency, name=f"worker-{os.getpid()}",
-                    update_heartbeat_interval=settings.worker_heartbeat_seconds,
-                    stalled_worker_timeout=settings.worker_stalled_after_seconds,
-                    install_signal_handlers=True)
+                await worker.run()
             finally:
                 recovery.cancel()
 

@@ -71,6 +71,7 @@ class Settings(BaseSettings):
     worker_concurrency: int = Field(4, ge=1, le=64)
     worker_heartbeat_seconds: float = Field(10.0, gt=0)
     worker_stalled_after_seconds: float = Field(30.0, gt=0)  # no heartbeat for this long: its jobs run again
+    worker_shutdown_grace_seconds: float = Field(10.0, ge=0)  # on SIGTERM, running jobs get this long
 
     @field_validator("db_connection_string")
     @classmethod

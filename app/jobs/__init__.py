@@ -55,3 +55,16 @@ def defer(task, **kwargs) -> int:
 
 def import_tasks() -> None:
     import app.jobs.tasks  # noqa: F401  (registers the tasks on `queue`)
+
+
+async def retry_stalled(app, seconds_since_heartbeat: float, exclude_worker: int | None = None) -> list[int]:
+    """Put back in the queue the jobs whose worker stopped sending heartbeats (killed, lost).
+
+    Tasks are idempotent, so a job re-run after its worker died mid-way converges to the same result.
+    """
+    stalled = [job for job in await app.job_manager.get_stalled_jobs(seconds_since_heartbeat=seconds_since_heartbeat)
+               if exclude_worker is None or job.worker_id != exclude_worker]
+    for job in stalled:
+        logger.warning("retrying stalled job", extra={"job_id": job.id, "task": job.task_name})
+        await app.job_manager.retry_job(job)
+    return [job.id for job in stalled]

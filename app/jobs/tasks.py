@@ -21,15 +21,3 @@ def check_storage(timestamp: int | None = None) -> None:
     """Write and delete a probe blob. Runs every 5 minutes, so a storage outage shows as failing jobs."""
     current_app.extensions["label_store"].storage.probe()
     logger.info("storage check passed")
-
-
-async def retry_stalled(app, seconds_since_heartbeat: float | None = None) -> list[int]:
-    """Put back in the queue the jobs whose worker stopped sending heartbeats (killed, lost)."""
-    from app.jobs import flask_app
-
-    timeout = seconds_since_heartbeat or flask_app().extensions["label_store"].settings.worker_stalled_after_seconds
-    stalled = await app.job_manager.get_stalled_jobs(seconds_since_heartbeat=timeout)
-    for job in stalled:
-        logger.warning("retrying stalled job", extra={"job_id": job.id, "task": job.task_name})
-        await app.job_manager.retry_job(job)
-    return [job.id for job in stalled]

@@ -5,15 +5,12 @@ from alembic import context
 from flask import current_app
 from sqlalchemy import text
 
+from app.migrations.env_support import include_object
+
 logger = logging.getLogger("alembic.env")
 config = context.config
 db = current_app.extensions["migrate"].db
 target_metadata = db.metadata
-
-
-def include_object(obj, name, type_, reflected, compare_to):
-    # procrastinate's tables are created by their own migration from the package's schema.
-    return not (name or "").startswith("procrastinate")
 
 
 def run_migrations_online():

@@ -9,7 +9,7 @@ import uuid
 from functools import cached_property
 
 from azure.core.exceptions import AzureError, ResourceExistsError, ResourceNotFoundError
-from azure.storage.blob import BlobServiceClient
+from azure.storage.blob import BlobServiceClient, ExponentialRetry
 
 from app.errors import DomainError
 
@@ -27,7 +27,9 @@ class BlobStorage:
             raise ValueError("blob storage needs a connection string or an account URL")
         self._connection_string, self._account_url = connection_string, account_url
         self.container = container
-        self._client_options = {"connection_timeout": timeout, "read_timeout": timeout, "retry_total": retries}
+        # The SDK's default backoff starts at 15 s; a job that fails should fail fast and let the queue retry.
+        self._client_options = {"connection_timeout": timeout, "read_timeout": timeout, "retry_policy": ExponentialRetry(
+            initial_backoff=0.5, increment_base=2, retry_total=retries, random_jitter_range=0.5)}
 
     @classmethod
     def from_settings(cls, settings, **options) -> "BlobStorage":

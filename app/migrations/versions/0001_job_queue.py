@@ -34,7 +34,7 @@ def downgrade():
             EXECUTE format('DROP FUNCTION IF EXISTS %s CASCADE', r.sig);
           END LOOP;
           FOR r IN SELECT typname FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
-                   WHERE n.nspname = current_schema() AND typname LIKE 'procrastinate%' AND typtype = 'e' LOOP
+                   WHERE n.nspname = current_schema() AND typname LIKE 'procrastinate%' AND typtype IN ('e', 'c') LOOP
             EXECUTE format('DROP TYPE IF EXISTS %I CASCADE', r.typname);
           END LOOP;
         END $$;
