@@ -100,6 +100,20 @@ class Settings(BaseSettings):
             raise ValueError("must be an Azure Storage connection string (AccountName=...;AccountKey=... or BlobEndpoint=...)")
         return value
 
+    @field_validator("bootstrap_admin_key")
+    @classmethod
+    def _bootstrap_key(cls, value: str | None) -> str | None:
+        if value and not re.fullmatch(r"[A-Za-z0-9_-]{8,32}", value):
+            raise ValueError("must be 8-32 characters of letters, digits, _ and -")
+        return value or None
+
+    @field_validator("bootstrap_admin_secret")
+    @classmethod
+    def _bootstrap_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value and len(value.get_secret_value()) < 24:
+            raise ValueError("must be at least 24 characters (a random string)")
+        return value or None
+
     @model_validator(mode="after")
     def _groups(self) -> "Settings":
         for label, names in _TOGETHER.items():

@@ -29,7 +29,10 @@ def key_out(key, secret: str | None = None) -> dict:
 
 
 def me():
-    return key_out(keys.get_key(current_caller().key_id))
+    caller = current_caller()
+    return {"key_id": caller.key_id, "owner": {"kind": caller.owner_kind, "name": caller.owner_name},
+            "roles": sorted(caller.roles), "campaign_ids": sorted(caller.campaign_ids),
+            "imageset_ids": sorted(caller.imageset_ids)}
 
 
 def list_keys(page=1, per_page=50, include_revoked=False):
@@ -51,7 +54,6 @@ def revoke_key(key_id):
     return key_out(keys.revoke_key(key_id, by=current_caller().key_id))
 
 
-def rotate_key(key_id, body=None):
-    key, secret = keys.rotate_key(key_id, grace_seconds=(body or {}).get("grace_seconds", 0),
-                                  by=current_caller().key_id)
+def rotate_key(key_id, grace_seconds=0):
+    key, secret = keys.rotate_key(key_id, grace_seconds=grace_seconds, by=current_caller().key_id)
     return key_out(key, secret)

@@ -41,4 +41,4 @@ class ApiKey(db.Model):
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
-    principal: Mapped[Principal] = relationship(lazy="joined")
+    principal: Mapped[Principal] = relationship(lazy="joined", innerjoin=True)

@@ -68,7 +68,7 @@ def get_key(key_id: str) -> ApiKey:
 
 
 def revoke_key(key_id: str, *, by: str) -> ApiKey:
-    key = db.session.scalar(select(ApiKey).where(ApiKey.key_id == key_id).with_for_update())
+    key = db.session.scalar(select(ApiKey).where(ApiKey.key_id == key_id).with_for_update(of=ApiKey))
     if key is None:
         raise NotFound(f"no API key {key_id}")
     if key.revoked_at is not None:
@@ -80,7 +80,7 @@ def revoke_key(key_id: str, *, by: str) -> ApiKey:
 
 
 def rotate_key(key_id: str, *, grace_seconds: int = 0, by: str) -> tuple[ApiKey, str]:
-    key = db.session.scalar(select(ApiKey).where(ApiKey.key_id == key_id).with_for_update())
+    key = db.session.scalar(select(ApiKey).where(ApiKey.key_id == key_id).with_for_update(of=ApiKey))
     if key is None:
         raise NotFound(f"no API key {key_id}")
     if key.revoked_at is not None:
