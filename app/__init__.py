@@ -86,9 +86,17 @@ def create_app(settings: Settings | None = None, *, validate_responses: bool = F
                    swagger_ui_config={"persistAuthorization": True, "displayRequestDuration": True}))
     with flask_app.app_context():
         state.authenticator = Authenticator(
-            engine=db.engine, pepper=settings.api_key_pepper.get_secret_value(),
+            engine=auth_engine(flask_app.config["SQLALCHEMY_DATABASE_URI"]), pepper=settings.api_key_pepper.get_secret_value(),
             roles_by_operation=roles_from_spec(load_spec("api.yaml")))
     return cx
+
+
+def auth_engine(url: str):
+    """A small autocommit pool for the per-request key lookup: no transaction, no pre-ping round trip."""
+    from sqlalchemy import create_engine
+
+    return create_engine(url, isolation_level="AUTOCOMMIT", pool_size=5, max_overflow=10, pool_pre_ping=False,
+                         connect_args={"connect_timeout": 5, "application_name": "label-store-auth"})
 
 
 def load_spec(name: str) -> dict:

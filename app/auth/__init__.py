@@ -69,18 +69,40 @@ class Authenticator:
     _last_flush: float = field(default_factory=time.monotonic)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    _QUERY = text("""
+    _COLUMNS = ("id", "key_id", "secret_hash", "previous_secret_hash", "previous_secret_valid_until", "roles",
+                "expires_at", "revoked_at", "kind", "name")
+    # Prepared once per connection: the lookup then skips parsing and planning.
+    _PREPARE = """
+        PREPARE label_store_key_lookup(text) AS
         SELECT k.id, k.key_id, k.secret_hash, k.previous_secret_hash, k.previous_secret_valid_until,
                k.roles, k.expires_at, k.revoked_at, p.kind, p.name
         FROM api_keys k JOIN principals p ON p.id = k.principal_id
-        WHERE k.key_id = :key_id""")
+        WHERE k.key_id = $1"""
+
+    def _row(self, key_id: str) -> dict | None:
+        """One indexed read on an autocommit connection of the auth engine (no pre-ping, no transaction)."""
+        for attempt in (1, 2):
+            conn = self.engine.raw_connection()
+            try:
+                with conn.cursor() as cursor:
+                    if "key_lookup_prepared" not in conn.info:
+                        cursor.execute(self._PREPARE)
+                        conn.info["key_lookup_prepared"] = True
+                    cursor.execute("EXECUTE label_store_key_lookup(%s)", (key_id,))
+                    row = cursor.fetchone()
+                return dict(zip(self._COLUMNS, row)) if row else None
+            except self.engine.dialect.loaded_dbapi.Error:
+                conn.invalidate()  # a dropped connection or a stale prepared plan: retry once on a fresh one
+                if attempt == 2:
+                    raise
+            finally:
+                conn.close()
 
     def check(self, key_id: str, secret: str | None, operation_id: str | None) -> Caller:
         if not secret:
             raise Unauthorized(f"{SECRET_HEADER} header missing. {BOTH_HEADERS}")
         offered = hash_secret(secret, self.pepper)
-        with self.engine.connect() as conn:
-            row = conn.execute(self._QUERY, {"key_id": key_id[:64]}).mappings().first()
+        row = self._row(key_id[:64])
         now = datetime.now(timezone.utc)
         # Same work whether the key exists or not, so timing tells nothing about key ids.
         matches = hmac.compare_digest(offered, row["secret_hash"] if row else _DUMMY_HASH)
@@ -115,7 +137,7 @@ class Authenticator:
         if not pending:
             return
         try:
-            with self.engine.begin() as conn:
+            with self.engine.connect() as conn:
                 conn.execute(text("""
                     UPDATE api_keys SET last_used_at = v.ts
                     FROM unnest(CAST(:ids AS bigint[]), CAST(:ts AS timestamptz[])) AS v(id, ts)

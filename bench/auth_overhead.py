@@ -1,0 +1,101 @@
+"""What authentication adds to a request: an authenticated endpoint against an open one, same run.
+
+GET /info/version (open) and GET /api/v1/me (authenticated; answered from the authentication itself)
+do the same handler work, so the difference is the key check: one indexed row read plus an HMAC.
+Also times LabelAPI's way (bcrypt cost 12 per request) for scale, and unknown key vs wrong secret.
+Run: make bench, or .venv/bin/python bench/auth_overhead.py
+"""
+from __future__ import annotations
+
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+N = 2000
+
+
+def timed(client, path, headers=None, n=N) -> tuple[float, int]:
+    for _ in range(100):  # warm up
+        client.get(path, headers=headers)
+    samples = []
+    for _ in range(n):
+        started = time.perf_counter()
+        response = client.get(path, headers=headers)
+        samples.append(time.perf_counter() - started)
+    return statistics.median(samples), response.status_code
+
+
+def main() -> None:
+    import os
+    import subprocess
+
+    import httpx
+
+    from app.embedded.azurite import Azurite
+    from app.embedded.ports import free_port, wait_for_port
+    from app.embedded.postgres import EmbeddedPostgres
+
+    root = Path(__file__).resolve().parents[1]
+    with tempfile.TemporaryDirectory() as tmp:
+        pg = EmbeddedPostgres(Path(tmp) / "pg", fast=True).start()
+        azurite = Azurite(Path(tmp) / "azurite").start()
+        server = None
+        try:
+            port = free_port()
+            env = {**os.environ, "DB_CONNECTION_STRING": pg.create_database("bench"),
+                   "AZURE_STORAGE_CONNECTION_STRING": azurite.connection_string,
+                   "API_KEY_PEPPER": "bench-pepper-0123456789", "LOG_LEVEL": "WARNING"}
+            subprocess.run([sys.executable, "-m", "app", "migrate"], env=env, cwd=root, check=True,
+                           capture_output=True)
+            created = subprocess.run([sys.executable, "-m", "app", "create-admin", "--email", "bench@example.org"],
+                                     env=env, cwd=root, check=True, capture_output=True, text=True)
+            import json
+
+            pair = json.loads(created.stdout.strip().splitlines()[-1])
+            headers = {"Authentication-Key": pair["apikey"], "Authentication-Secret": pair["apisecret"]}
+            # One uvicorn worker process, as in production; the client keeps its connection alive.
+            server = subprocess.Popen([sys.executable, "-m", "uvicorn", "main:app", "--port", str(port),
+                                       "--log-level", "warning", "--no-access-log"], env=env, cwd=root)
+            wait_for_port("127.0.0.1", port)
+            with httpx.Client(base_url=f"http://127.0.0.1:{port}") as client:
+                open_t, s1 = timed(client, "/info/version")
+                auth_t, s2 = timed(client, "/api/v1/me", headers)
+                unknown_t, s3 = timed(client, "/api/v1/me", {**headers, "Authentication-Key": "lsk_" + "a" * 20}, 1000)
+                wrong_t, s4 = timed(client, "/api/v1/me", {**headers, "Authentication-Secret": "wrong"}, 1000)
+            assert (s1, s2, s3, s4) == (200, 200, 401, 401), (s1, s2, s3, s4)
+        finally:
+            if server:
+                server.terminate()
+                server.wait()
+            azurite.stop()
+            pg.stop()
+
+    try:
+        import bcrypt
+
+        hashed = bcrypt.hashpw(b"secret", bcrypt.gensalt(12))
+        started = time.perf_counter()
+        for _ in range(5):
+            bcrypt.checkpw(b"secret", hashed)
+        bcrypt_t = (time.perf_counter() - started) / 5
+    except ImportError:
+        bcrypt_t = None
+
+    print(f"open endpoint          median {open_t * 1e3:7.3f} ms  (baseline)")
+    print(f"authenticated endpoint median {auth_t * 1e3:7.3f} ms  ratio {auth_t / open_t:5.2f}x")
+    print(f"authentication overhead       {(auth_t - open_t) * 1e3:7.3f} ms per request (target < 0.5 ms)")
+    print(f"unknown key (401)      median {unknown_t * 1e3:7.3f} ms  wrong secret (401) median {wrong_t * 1e3:7.3f} ms"
+          f"  ratio {unknown_t / wrong_t:5.2f}")
+    if bcrypt_t is not None:
+        print(f"LabelAPI's bcrypt(12) check   {bcrypt_t * 1e3:7.1f} ms per request "
+              f"({bcrypt_t / max(auth_t - open_t, 1e-6):.0f}x our overhead)")
+    else:
+        print("LabelAPI's bcrypt(12) check   not measured (pip install bcrypt to include it)")
+
+
+if __name__ == "__main__":
+    main()
