@@ -50,6 +50,13 @@ class Settings(BaseSettings):
     image_read_token_valid_days: int | None = Field(None, gt=0, le=7)
     imageset_upload_token_valid_days: int = Field(7, gt=0, le=7)
 
+    # --- finishing image sets
+    max_image_bytes: int = Field(64 * 1024 * 1024, gt=0, le=256 * 1024 * 1024)  # server-side copy limit: 256 MiB
+    max_image_pixels: int = Field(100_000_000, gt=0)  # more is rejected as a decompression bomb
+    allowed_image_formats: str = "JPEG,PNG,WEBP,TIFF,BMP"
+    finish_concurrency: int = Field(16, ge=1, le=128)  # blobs inspected and copied at once
+    finish_batch_size: int = Field(200, ge=1, le=5000)  # blobs per database transaction
+
     # --- Azure ML (optional as a whole)
     azure_ml_subscription_id: str | None = None
     azure_ml_resource_group: str | None = None
@@ -141,6 +148,10 @@ class Settings(BaseSettings):
     @property
     def azure_ml_configured(self) -> bool:
         return self.azure_ml_subscription_id is not None
+
+    @property
+    def image_formats(self) -> frozenset[str]:
+        return frozenset(f.strip().upper() for f in self.allowed_image_formats.split(",") if f.strip())
 
     @property
     def image_read_token_minutes(self) -> int:

@@ -137,6 +137,24 @@ def admin(make_key):
     return make_key("admin")
 
 
+@pytest.fixture
+def make_image_set(client, admin):
+    """make_image_set(title=...) -> the created image set as the API answers it (with dropbox_url)."""
+
+    def make(title: str | None = None, **body) -> dict:
+        response = client.post("/api/v1/image_sets", json={"title": title or f"set {uuid.uuid4().hex[:8]}", **body},
+                               headers=admin)
+        assert response.status_code == 201, response.text
+        return response.json()
+
+    return make
+
+
+@pytest.fixture
+def image_set(make_image_set):
+    return make_image_set()
+
+
 # --- processes -------------------------------------------------------------------------------------
 
 def env_for(overrides: dict) -> dict:

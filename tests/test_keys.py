@@ -24,11 +24,13 @@ def create(client, admin, **body) -> dict:
     return response.json()
 
 
-def test_created_key_works_and_its_secret_is_shown_once(client, admin, app_context):
-    created = create(client, admin, roles=["reader", "uploader"], email="Partner@Example.org")
+def test_created_key_works_and_its_secret_is_shown_once(client, admin, app_context, image_set):
+    created = create(client, admin, roles=["reader", "uploader"], email="Partner@Example.org",
+                     imageset_ids=[image_set["imageset_id"]])
     assert created["apikey"] == created["key_id"] and len(created["apisecret"]) >= 22  # >= 128 bits
     me = client.get("/api/v1/me", headers=pair(created)).json()
     assert me["roles"] == ["reader", "uploader"] and me["owner"] == {"kind": "user", "name": "partner@example.org"}
+    assert me["imageset_ids"] == [image_set["imageset_id"]]
 
     listed = client.get("/api/v1/keys", headers=admin)
     assert created["apisecret"] not in listed.text and "apisecret" not in listed.text
@@ -42,8 +44,8 @@ def test_created_key_works_and_its_secret_is_shown_once(client, admin, app_conte
         v if isinstance(v, bytes) else str(v).encode() for v in row.values())
 
 
-def test_device_keys_and_owner_rules(client, admin):
-    device = create(client, admin, device="camera-7", roles=["uploader"])
+def test_device_keys_and_owner_rules(client, admin, image_set):
+    device = create(client, admin, device="camera-7", roles=["uploader"], imageset_ids=[image_set["imageset_id"]])
     assert device["owner"] == {"kind": "device", "name": "camera-7"}
     assert_problem(client.post("/api/v1/keys", json={"roles": ["reader"]}, headers=admin), 422)
     both = client.post("/api/v1/keys", json={"roles": ["reader"], "email": "a@example.org", "device": "d"},
@@ -154,3 +156,11 @@ def test_bootstrap_admin_from_settings_once(settings_overrides, client):
     assert client.get("/api/v1/me", headers=headers).json()["roles"] == ["admin"]
     keys = client.get("/api/v1/keys", headers=headers).json()["keys"]
     assert [k["key_id"] for k in keys] == ["bootstrap-admin"]
+
+
+def test_uploader_keys_are_bound_to_existing_image_sets(client, admin, image_set):
+    for body in ({"roles": ["uploader"]}, {"roles": ["reader"], "imageset_ids": [image_set["imageset_id"]]},
+                 {"roles": ["uploader"], "imageset_ids": [999999]}):
+        response = client.post("/api/v1/keys", json={"email": "u@example.org", **body}, headers=admin)
+        assert_problem(response, 422)
+        assert response.json()["field"] == "imageset_ids"

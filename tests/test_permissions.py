@@ -9,6 +9,9 @@ import yaml
 from tests.conftest import ROOT
 
 ALL = {"admin", "image-admin", "labeler", "uploader", "reader"}
+READ = {"admin", "image-admin", "reader"}
+MANAGE = {"admin", "image-admin"}
+# "role:param" means: that role, only for the values of path parameter `param` its key is bound to.
 RULES = {
     "app.api.keys.me": ALL,
     "app.api.keys.list_keys": {"admin"},
@@ -16,11 +19,34 @@ RULES = {
     "app.api.keys.get_key": {"admin"},
     "app.api.keys.revoke_key": {"admin"},
     "app.api.keys.rotate_key": {"admin"},
+    "app.api.image_sets.list_sets": READ,
+    "app.api.image_sets.create": MANAGE,
+    "app.api.image_sets.get": READ | {"uploader:imageset_id"},
+    "app.api.image_sets.change_status": MANAGE,
+    "app.api.image_sets.new_dropbox_url": MANAGE | {"uploader:imageset_id"},
+    "app.api.image_sets.list_images": READ,
+    "app.api.image_sets.add_images": MANAGE | {"uploader:imageset_id"},
+    "app.api.image_sets.report": READ | {"uploader:imageset_id"},
+    "app.api.images.list_images": READ,
+    "app.api.images.redirect": READ,
+    "app.api.images.read_url": READ,
+    "app.api.images.metadata": READ,
 }
 # A valid body for each operation that takes one, so allowed calls get past validation.
 BODIES = {
     "app.api.keys.create_key": {"roles": ["reader"], "email": "someone@example.org"},
+    "app.api.image_sets.create": {"title": "permission table"},
+    "app.api.image_sets.change_status": {"new_status": "finished"},
+    "app.api.image_sets.add_images": [{"id": 1}],
 }
+
+
+def allowed(role: str, operation_id: str) -> bool:
+    return any(rule == role or rule.startswith(role + ":") for rule in RULES[operation_id])
+
+
+def scoped(role: str, operation_id: str) -> str | None:
+    return next((rule.split(":")[1] for rule in RULES[operation_id] if rule.startswith(role + ":")), None)
 
 
 def operations():
@@ -41,9 +67,22 @@ def test_every_operation_has_a_rule_and_the_spec_agrees():
 
 
 @pytest.fixture
-def target(make_key):
+def target(make_key, image_set, app_context):
     """Path parameters naming things that exist."""
-    return {"key_id": make_key("reader")["Authentication-Key"]}
+    from app.extensions import db
+    from app.models import Image
+
+    image = Image(id=1, imageset_id=image_set["imageset_id"], blobstorage_path="imagesets/x/a.jpg", md5="0" * 32,
+                  filetype="jpeg", filesize=10, width=4, height=3)
+    db.session.add(image)
+    db.session.commit()
+    return {"key_id": make_key("reader")["Authentication-Key"], "imageset_id": image_set["imageset_id"],
+            "image_id": image.id}
+
+
+def key_for(make_key, role, target):
+    """A key with `role`, bound to the target's things where the role is a scoped one."""
+    return make_key(role, imageset_ids=[target["imageset_id"]]) if role == "uploader" else make_key(role)
 
 
 def call(client, method, path, operation, headers, target):
@@ -55,12 +94,24 @@ def call(client, method, path, operation, headers, target):
 @pytest.mark.parametrize("role", sorted(ALL))
 @pytest.mark.parametrize("method, path, operation", OPERATIONS, ids=[op["operationId"] for _, _, op in OPERATIONS])
 def test_role_table(client, make_key, target, role, method, path, operation):
-    response = call(client, method, path, operation, make_key(role), target)
-    if role in RULES[operation["operationId"]]:
+    response = call(client, method, path, operation, key_for(make_key, role, target), target)
+    if allowed(role, operation["operationId"]):
         assert response.status_code not in (401, 403), response.text
     else:
         assert response.status_code == 403, response.text
         assert role in response.json()["detail"]
+
+
+@pytest.mark.parametrize("method, path, operation", [o for o in OPERATIONS if scoped("uploader", o[2]["operationId"])],
+                         ids=[o[2]["operationId"] for o in OPERATIONS if scoped("uploader", o[2]["operationId"])])
+def test_scoped_key_cannot_reach_or_detect_other_image_sets(client, make_key, make_image_set, target, method, path,
+                                                            operation):
+    mine = make_key("uploader", imageset_ids=[target["imageset_id"]])
+    other = make_image_set()
+    for imageset_id in (other["imageset_id"], 999999):  # someone else's, and one that does not exist
+        response = call(client, method, path, operation, mine, {**target, "imageset_id": imageset_id})
+        assert response.status_code == 404, response.text
+        assert response.json()["detail"] == f"no image set {imageset_id}"
 
 
 @pytest.fixture

@@ -17,6 +17,7 @@ def key_out(key, secret: str | None = None) -> dict:
         "key_id": key.key_id,
         "owner": {"kind": key.principal.kind, "name": key.principal.name},
         "roles": key.roles,
+        "imageset_ids": key.imageset_ids,
         "description": key.description,
         "date_created": key.date_created.isoformat(),
         "expires_at": key.expires_at.isoformat() if key.expires_at else None,
@@ -42,7 +43,8 @@ def list_keys(page=1, per_page=50, include_revoked=False):
 
 def create_key(body):
     key, secret = keys.create_key(roles=body["roles"], email=body.get("email"), device=body.get("device"),
-                                  expires_at=parse_datetime(body.get("expires_at")), description=body.get("description"))
+                                  expires_at=parse_datetime(body.get("expires_at")), description=body.get("description"),
+                                  imageset_ids=body.get("imageset_ids"))
     return key_out(key, secret), 201
 
 

@@ -21,7 +21,7 @@ import connexion
 from sqlalchemy import text
 from starlette.concurrency import run_in_threadpool
 
-from app.errors import Forbidden, Unauthorized
+from app.errors import Forbidden, NotFound, Unauthorized
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +37,7 @@ class Caller:
 
     id: int
     key_id: str
+    principal_id: int
     owner_kind: str
     owner_name: str
     roles: frozenset[str]
@@ -64,18 +65,19 @@ def hash_secret(secret: str, pepper: str) -> bytes:
 class Authenticator:
     engine: object
     pepper: str
-    roles_by_operation: dict[str, frozenset[str]]
+    roles_by_operation: dict[str, tuple["Rule", ...]]
     _last_used: dict[int, datetime] = field(default_factory=dict)
     _last_flush: float = field(default_factory=time.monotonic)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     _COLUMNS = ("id", "key_id", "secret_hash", "previous_secret_hash", "previous_secret_valid_until", "roles",
-                "expires_at", "revoked_at", "kind", "name")
+                "expires_at", "revoked_at", "principal_id", "kind", "name", "imageset_ids")
     # Prepared once per connection: the lookup then skips parsing and planning.
     _PREPARE = """
         PREPARE label_store_key_lookup(text) AS
         SELECT k.id, k.key_id, k.secret_hash, k.previous_secret_hash, k.previous_secret_valid_until,
-               k.roles, k.expires_at, k.revoked_at, p.kind, p.name
+               k.roles, k.expires_at, k.revoked_at, p.id, p.kind, p.name,
+               ARRAY(SELECT s.imageset_id FROM api_key_image_sets s WHERE s.api_key_id = k.id)
         FROM api_keys k JOIN principals p ON p.id = k.principal_id
         WHERE k.key_id = $1"""
 
@@ -98,7 +100,8 @@ class Authenticator:
             finally:
                 conn.close()
 
-    def check(self, key_id: str, secret: str | None, operation_id: str | None) -> Caller:
+    def check(self, key_id: str, secret: str | None, operation_id: str | None,
+              path_params: dict | None = None) -> Caller:
         if not secret:
             raise Unauthorized(f"{SECRET_HEADER} header missing. {BOTH_HEADERS}")
         offered = hash_secret(secret, self.pepper)
@@ -115,11 +118,10 @@ class Authenticator:
             raise Unauthorized(f"This key was revoked. {BOTH_HEADERS}")
         if row["expires_at"] is not None and row["expires_at"] <= now:
             raise Unauthorized(f"This key expired. {BOTH_HEADERS}")
-        caller = Caller(id=row["id"], key_id=row["key_id"], owner_kind=row["kind"], owner_name=row["name"],
-                        roles=frozenset(row["roles"]))
-        allowed = self.roles_by_operation.get(operation_id or "", frozenset())
-        if not caller.roles & allowed:
-            raise Forbidden(f"This key's roles ({', '.join(sorted(caller.roles))}) do not allow this call.")
+        caller = Caller(id=row["id"], key_id=row["key_id"], principal_id=row["principal_id"],
+                        owner_kind=row["kind"], owner_name=row["name"], roles=frozenset(row["roles"]),
+                        imageset_ids=frozenset(row["imageset_ids"]))
+        authorize(caller, self.roles_by_operation.get(operation_id or "", ()), path_params or {})
         self._touch(caller.id, now)
         return caller
 
@@ -147,13 +149,44 @@ class Authenticator:
             logger.warning("could not record last_used_at", exc_info=True)
 
 
-def roles_from_spec(spec: dict) -> dict[str, frozenset[str]]:
-    """operationId -> roles allowed, from each operation's `x-roles`."""
+@dataclass(frozen=True)
+class Rule:
+    """`role` may call; with `scope`, only for the path parameter's values the key is bound to."""
+
+    role: str
+    scope: str | None = None  # a path parameter: imageset_id (uploader) or campaign_id (labeler)
+
+
+_SCOPES = {"imageset_id": ("imageset_ids", "image set")}
+
+
+def authorize(caller: Caller, rules: tuple[Rule, ...], path_params: dict) -> None:
+    """403 when no rule names one of the caller's roles; 404 when only a scoped rule does and the key is not
+    bound to the thing named, so a scoped key cannot even learn that others' things exist."""
+    scoped_miss = None
+    for rule in rules:
+        if rule.role not in caller.roles:
+            continue
+        if rule.scope is None:
+            return
+        attribute, noun = _SCOPES[rule.scope]
+        value = str(path_params.get(rule.scope, ""))
+        if value.isdigit() and int(value) in getattr(caller, attribute):
+            return
+        scoped_miss = f"no {noun} {value}"
+    if scoped_miss:
+        raise NotFound(scoped_miss)
+    raise Forbidden(f"This key's roles ({', '.join(sorted(caller.roles))}) do not allow this call.")
+
+
+def roles_from_spec(spec: dict) -> dict[str, tuple[Rule, ...]]:
+    """operationId -> rules, from each operation's `x-roles` (`role` or `role:path_parameter`)."""
     table = {}
     for path_item in spec.get("paths", {}).values():
         for method, operation in path_item.items():
             if isinstance(operation, dict) and "operationId" in operation:
-                table[operation["operationId"]] = frozenset(operation.get("x-roles", ()))
+                table[operation["operationId"]] = tuple(
+                    Rule(*entry.split(":", 1)) if ":" in entry else Rule(entry) for entry in operation.get("x-roles", ()))
     return table
 
 
@@ -162,7 +195,7 @@ async def authenticate(api_key: str, request) -> dict:
     authenticator: Authenticator = request.scope["label_store"].authenticator
     operation_id = ((request.scope.get("extensions") or {}).get("connexion_routing") or {}).get("operation_id")
     caller = await run_in_threadpool(authenticator.check, api_key, request.headers.get(SECRET_HEADER),
-                                     operation_id)
+                                     operation_id, request.path_params)
     return {"sub": caller.key_id, "caller": caller}
 
 

@@ -46,11 +46,11 @@ def in_app_context(fn):
     return wrapper
 
 
-def defer(task, **kwargs) -> int:
+def defer(task, configure: dict | None = None, **kwargs) -> int:
     """Defer `task` inside the current database transaction: it runs only if the caller commits."""
     from app.extensions import db
 
-    return task.configure(connection=db.session.connection()).defer(**kwargs)
+    return task.configure(connection=db.session.connection(), **(configure or {})).defer(**kwargs)
 
 
 def import_tasks() -> None:

@@ -21,3 +21,17 @@ def check_storage(timestamp: int | None = None) -> None:
     """Write and delete a probe blob. Runs every 5 minutes, so a storage outage shows as failing jobs."""
     current_app.extensions["label_store"].storage.probe()
     logger.info("storage check passed")
+
+
+@queue.task(name="finish_image_set", retry=BACKOFF, pass_context=True)
+@in_app_context
+def finish_image_set(context, imageset_id: int) -> None:
+    """Check, de-duplicate and catalogue a set's uploads (app.services.finishing); resumable."""
+    from app.services import finishing
+
+    try:
+        finishing.finish(imageset_id)
+    except Exception as exc:
+        if context.job.attempts + 1 >= BACKOFF.max_attempts:
+            finishing.mark_failed(imageset_id, exc)
+        raise

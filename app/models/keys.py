@@ -42,3 +42,8 @@ class ApiKey(db.Model):
     last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     principal: Mapped[Principal] = relationship(lazy="joined", innerjoin=True)
+    imageset_links: Mapped[list["ApiKeyImageSet"]] = relationship(lazy="selectin", cascade="all, delete-orphan")  # noqa: F821
+
+    @property
+    def imageset_ids(self) -> list[int]:
+        return sorted(link.imageset_id for link in self.imageset_links)

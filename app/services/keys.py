@@ -10,7 +10,7 @@ from sqlalchemy import select
 from app.auth import hash_secret, new_key_id, new_secret
 from app.errors import Conflict, NotFound, Unprocessable
 from app.extensions import db
-from app.models import ApiKey, Principal
+from app.models import ApiKey, ApiKeyImageSet, ImageSet, Principal
 from app.services.pagination import Page, paginate
 
 logger = logging.getLogger(__name__)
@@ -36,16 +36,30 @@ def principal_for(*, email: str | None = None, device: str | None = None) -> Pri
     return principal
 
 
+def _imageset_links(roles: list[str], imageset_ids: list[int] | None) -> list[ApiKeyImageSet]:
+    imageset_ids = sorted(set(imageset_ids or ()))
+    if ("uploader" in roles) != bool(imageset_ids):
+        raise Unprocessable("the uploader role needs imageset_ids, and imageset_ids need the uploader role",
+                            field="imageset_ids")
+    found = set(db.session.scalars(select(ImageSet.id).where(ImageSet.id.in_(imageset_ids)))) if imageset_ids else set()
+    missing = [i for i in imageset_ids if i not in found]
+    if missing:
+        raise Unprocessable(f"no image set {missing[0]}", field="imageset_ids")
+    return [ApiKeyImageSet(imageset_id=i) for i in imageset_ids]
+
+
 def create_key(*, roles: list[str], email: str | None = None, device: str | None = None,
                expires_at: datetime | None = None, description: str | None = None,
+               imageset_ids: list[int] | None = None,
                key_id: str | None = None, secret: str | None = None, commit: bool = True) -> tuple[ApiKey, str]:
     """A new key pair; the secret is returned here and never stored."""
     if expires_at is not None and expires_at <= datetime.now(timezone.utc):
         raise Unprocessable("expires_at must be in the future", field="expires_at")
+    links = _imageset_links(roles, imageset_ids)
     principal = principal_for(email=email, device=device)
     secret = secret or new_secret()
     key = ApiKey(key_id=key_id or new_key_id(), secret_hash=hash_secret(secret, _pepper()), principal=principal,
-                 roles=sorted(set(roles)), expires_at=expires_at, description=description)
+                 roles=sorted(set(roles)), expires_at=expires_at, description=description, imageset_links=links)
     db.session.add(key)
     if commit:
         db.session.commit()

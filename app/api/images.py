@@ -1,0 +1,49 @@
+from app.api.keys import parse_datetime
+from app.services import images
+
+
+def image_out(image) -> dict:
+    has_location = image.lat is not None or image.location_description
+    return {
+        "image_id": image.id,
+        "blobstorage_path": image.blobstorage_path,
+        "imageset": {"imageset_id": image.imageset.id, "title": image.imageset.title} if image.imageset else None,
+        "date_taken": image.date_taken.isoformat() if image.date_taken else None,
+        "location_taken": {"description": image.location_description, "lat": image.lat, "lon": image.lon}
+        if has_location else None,
+        "type": image.type,
+        "metadata": image.meta_data,
+        "tss_id": image.tss_id,
+        "file": {"filetype": image.filetype, "filesize": image.filesize,
+                 "dimensions": {"width": image.width, "height": image.height}},
+        "md5": image.md5,
+        "exif": image.exif,
+        "date_added": image.date_added.isoformat(),
+    }
+
+
+def list_images(page=1, per_page=50, cursor=None, imageset_id=None, md5=None, type=None, date_taken_from=None,
+                date_taken_to=None, camera_make=None, camera_model=None):
+    filters = images.Filters(imageset_id=imageset_id, md5=md5, type=type,
+                             date_taken_from=parse_datetime(date_taken_from),
+                             date_taken_to=parse_datetime(date_taken_to),
+                             camera_make=camera_make, camera_model=camera_model)
+    if cursor is not None:
+        rows, next_cursor = images.list_after(filters, cursor=cursor, per_page=per_page)
+        return {"pagination": None, "next_cursor": next_cursor, "images": [image_out(i) for i in rows]}
+    result, next_cursor = images.list_page(filters, page=page, per_page=per_page)
+    return {"pagination": result.pagination, "next_cursor": next_cursor,
+            "images": [image_out(i) for i in result.items]}
+
+
+def redirect(image_id):
+    return "", 303, {"Location": images.read_url(images.get(image_id)).url}
+
+
+def read_url(image_id):
+    signed = images.read_url(images.get(image_id))
+    return {"url": signed.url, "expires_at": signed.expires_at.isoformat()}
+
+
+def metadata(image_id):
+    return image_out(images.get(image_id))

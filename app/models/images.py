@@ -1,0 +1,106 @@
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import (BigInteger, CheckConstraint, DateTime, Double, ForeignKey, Index, Integer, String, Text,
+                        UniqueConstraint, func)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from app.extensions import db
+from app.models.keys import Principal
+
+IMAGESET_STATUSES = ("created", "finishing", "finished", "failed")
+OUTCOMES = ("accepted", "duplicate", "rejected")
+
+
+class ImageSet(db.Model):
+    __tablename__ = "image_sets"
+    __table_args__ = (CheckConstraint(f"status IN {IMAGESET_STATUSES}", name="status"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    title: Mapped[str] = mapped_column(String(128), unique=True)
+    status: Mapped[str] = mapped_column(String(16), default="created")
+    meta_data: Mapped[dict | None] = mapped_column("metadata", JSONB)
+    blobstorage_path: Mapped[str] = mapped_column(Text)  # folder of the finished images in the image container
+    upload_container: Mapped[str] = mapped_column(String(63), unique=True)  # the set's upload area
+    date_created: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    date_finished: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_by_id: Mapped[int | None] = mapped_column(ForeignKey("principals.id", ondelete="SET NULL"))
+    error: Mapped[str | None] = mapped_column(Text)
+    # Finishing progress: total is known once the upload area is listed; the rest count report rows.
+    progress_total: Mapped[int | None] = mapped_column(Integer)
+    progress_accepted: Mapped[int] = mapped_column(Integer, default=0)
+    progress_duplicates: Mapped[int] = mapped_column(Integer, default=0)
+    progress_rejected: Mapped[int] = mapped_column(Integer, default=0)
+
+    created_by: Mapped[Principal | None] = relationship(lazy="joined")
+
+
+class Image(db.Model):
+    __tablename__ = "images"
+    __table_args__ = (
+        Index("ix_images_imageset_id_id", "imageset_id", "id"),
+        Index("ix_images_date_taken", "date_taken"),
+        Index("ix_images_camera", "camera_make", "camera_model"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    imageset_id: Mapped[int | None] = mapped_column(ForeignKey("image_sets.id", ondelete="SET NULL"))
+    blobstorage_path: Mapped[str] = mapped_column(Text, unique=True)
+    md5: Mapped[str] = mapped_column(String(32), unique=True)
+    type: Mapped[str | None] = mapped_column(String(64), index=True)  # ix_images_type
+    meta_data: Mapped[dict | None] = mapped_column("metadata", JSONB)
+    tss_id: Mapped[str | None] = mapped_column(String(64))
+    filetype: Mapped[str] = mapped_column(String(16))
+    filesize: Mapped[int] = mapped_column(BigInteger)
+    width: Mapped[int] = mapped_column(Integer)
+    height: Mapped[int] = mapped_column(Integer)
+    date_taken: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    location_description: Mapped[str | None] = mapped_column(Text)
+    lat: Mapped[float | None] = mapped_column(Double)
+    lon: Mapped[float | None] = mapped_column(Double)
+    camera_make: Mapped[str | None] = mapped_column(String(128))
+    camera_model: Mapped[str | None] = mapped_column(String(128))
+    exif: Mapped[dict | None] = mapped_column(JSONB)
+    date_added: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+    imageset: Mapped[ImageSet | None] = relationship(lazy="joined")
+
+
+class ImageSetMember(db.Model):
+    """Which images a set holds: those finished in it and those added to it later."""
+
+    __tablename__ = "image_set_members"
+
+    imageset_id: Mapped[int] = mapped_column(ForeignKey("image_sets.id", ondelete="CASCADE"), primary_key=True)
+    image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"), primary_key=True,
+                                          index=True)
+
+
+class FinishReport(db.Model):
+    """One row per file found in a set's upload area: what finishing made of it. Also the resume marker."""
+
+    __tablename__ = "finish_reports"
+    __table_args__ = (
+        UniqueConstraint("imageset_id", "name", name="uq_finish_reports_imageset_id_name"),
+        CheckConstraint(f"outcome IN {OUTCOMES}", name="outcome"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    imageset_id: Mapped[int] = mapped_column(ForeignKey("image_sets.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(Text)
+    outcome: Mapped[str] = mapped_column(String(16))
+    image_id: Mapped[int | None] = mapped_column(ForeignKey("images.id", ondelete="SET NULL"))
+    reason: Mapped[str | None] = mapped_column(Text)
+    filesize: Mapped[int | None] = mapped_column(BigInteger)
+    date_processed: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class ApiKeyImageSet(db.Model):
+    """An uploader key's binding to an image set."""
+
+    __tablename__ = "api_key_image_sets"
+
+    api_key_id: Mapped[int] = mapped_column(ForeignKey("api_keys.id", ondelete="CASCADE"), primary_key=True)
+    imageset_id: Mapped[int] = mapped_column(ForeignKey("image_sets.id", ondelete="CASCADE"), primary_key=True)

@@ -1,0 +1,165 @@
+"""Image sets: created with an upload area, filled by clients straight into blob storage, then finished
+by a durable job (app.services.finishing) that turns the uploads into catalogued images."""
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+from datetime import timedelta
+
+from flask import current_app
+from sqlalchemy import func, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.exc import IntegrityError
+
+from app import jobs
+from app.auth import Caller
+from app.errors import Conflict, NotFound, Unprocessable
+from app.extensions import db
+from app.models import FinishReport, Image, ImageSet, ImageSetMember
+from app.services.pagination import Page, paginate
+from app.storage import SignedUrl
+
+logger = logging.getLogger(__name__)
+
+# A title names a folder in blob storage: no separators, control characters, or names Azure refuses.
+_UNSAFE_TITLE = re.compile(r"[\x00-\x1f\x7f/\\?#%]")
+_MOVES = {"finished": ("created", "failed")}  # new_status -> states it may be asked from
+
+
+def _state():
+    return current_app.extensions["label_store"]
+
+
+def check_title(title: str) -> str:
+    if title != title.strip() or not title:
+        raise Unprocessable("title must not be blank or start or end with spaces", field="title")
+    if _UNSAFE_TITLE.search(title) or title.endswith(".") or title in (".", ".."):
+        raise Unprocessable("title cannot name a storage folder: avoid / \\ ? # %, control characters and a final "
+                            "dot", field="title")
+    return title
+
+
+def create(*, title: str, metadata: dict | None, created_by: Caller) -> tuple[ImageSet, SignedUrl]:
+    check_title(title)
+    if db.session.scalar(select(ImageSet.id).where(ImageSet.title == title)):
+        raise Conflict(f"image set title {title!r} is already taken", field="title")
+    state = _state()
+    image_set = ImageSet(
+        title=title, meta_data=metadata, status="created", created_by_id=created_by.principal_id,
+        blobstorage_path=f"{state.settings.azure_storage_imageset_folder.strip('/')}/{title}",
+        # One container per upload area, so a container SAS confines the client to this set's uploads.
+        upload_container=f"{state.settings.azure_storage_imageset_container}-up-{uuid.uuid4().hex[:20]}",
+        progress_accepted=0, progress_duplicates=0, progress_rejected=0)
+    db.session.add(image_set)
+    try:
+        db.session.flush()
+    except IntegrityError:
+        db.session.rollback()
+        raise Conflict(f"image set title {title!r} is already taken", field="title") from None
+    state.storage.create_upload_area(image_set.upload_container)
+    db.session.commit()
+    logger.info("image set created", extra={"imageset_id": image_set.id})
+    return image_set, upload_url(image_set)
+
+
+def upload_url(image_set: ImageSet) -> SignedUrl:
+    state = _state()
+    return state.storage.upload_area_url(image_set.upload_container,
+                                         timedelta(days=state.settings.imageset_upload_token_valid_days))
+
+
+def get(imageset_id: int, *, for_update: bool = False) -> ImageSet:
+    query = select(ImageSet).where(ImageSet.id == imageset_id)
+    if for_update:
+        query = query.with_for_update(of=ImageSet)
+    image_set = db.session.scalar(query)
+    if image_set is None:
+        raise NotFound(f"no image set {imageset_id}")
+    return image_set
+
+
+def list_sets(*, page: int, per_page: int) -> Page:
+    return paginate(select(ImageSet).order_by(ImageSet.id), page, per_page)
+
+
+def new_upload_url(imageset_id: int) -> tuple[ImageSet, SignedUrl]:
+    image_set = get(imageset_id)
+    if image_set.status != "created":
+        raise Conflict(f"image set {imageset_id} is {image_set.status}: uploads are closed once finishing starts")
+    return image_set, upload_url(image_set)
+
+
+def change_status(imageset_id: int, new_status: str) -> ImageSet:
+    """created/failed -> finishing, with the finishing job deferred in the same transaction."""
+    from app.jobs.tasks import finish_image_set
+
+    image_set = get(imageset_id, for_update=True)
+    allowed_from = _MOVES.get(new_status, ())
+    if image_set.status not in allowed_from:
+        raise Conflict(f"image set {imageset_id} cannot move from {image_set.status} to {new_status}",
+                       current_status=image_set.status, requested_status=new_status)
+    image_set.status, image_set.error = "finishing", None
+    jobs.defer(finish_image_set, configure={"lock": f"image_set:{imageset_id}"}, imageset_id=imageset_id)
+    db.session.commit()
+    logger.info("image set finishing", extra={"imageset_id": imageset_id})
+    return image_set
+
+
+def add_images(imageset_id: int, items: list[dict]) -> int:
+    """Add existing images, named by id or filepath; all or nothing. Returns how many were new to the set."""
+    get(imageset_id)
+    ids, paths = [], []
+    for item in items:
+        (ids if "id" in item else paths).append(item.get("id", item.get("filepath")))
+    found_ids = set(db.session.scalars(select(Image.id).where(Image.id.in_(ids)))) if ids else set()
+    by_path = dict(db.session.execute(select(Image.blobstorage_path, Image.id).where(
+        Image.blobstorage_path.in_(paths))).all()) if paths else {}
+    resolved = []
+    for index, item in enumerate(items):
+        if "id" in item:
+            if item["id"] not in found_ids:
+                raise NotFound(f"item {index}: no image {item['id']}", index=index, field="id")
+            resolved.append(item["id"])
+        else:
+            if item["filepath"] not in by_path:
+                raise NotFound(f"item {index}: no image at {item['filepath']!r}", index=index, field="filepath")
+            resolved.append(by_path[item["filepath"]])
+    if not resolved:
+        return 0
+    result = db.session.execute(pg_insert(ImageSetMember).values(
+        [{"imageset_id": imageset_id, "image_id": image_id} for image_id in dict.fromkeys(resolved)]
+    ).on_conflict_do_nothing())
+    db.session.commit()
+    return result.rowcount
+
+
+def list_images(imageset_id: int, *, page: int, per_page: int) -> Page:
+    get(imageset_id)
+    query = (select(Image).join(ImageSetMember, ImageSetMember.image_id == Image.id)
+             .where(ImageSetMember.imageset_id == imageset_id).order_by(Image.id))
+    return paginate(query, page, per_page)
+
+
+def report(imageset_id: int, *, page: int, per_page: int, outcome: str | None = None) -> Page:
+    get(imageset_id)
+    query = select(FinishReport).where(FinishReport.imageset_id == imageset_id).order_by(FinishReport.name)
+    if outcome:
+        query = query.where(FinishReport.outcome == outcome)
+    return paginate(query, page, per_page)
+
+
+def progress(image_set: ImageSet) -> dict:
+    done = image_set.progress_accepted + image_set.progress_duplicates + image_set.progress_rejected
+    return {"total": image_set.progress_total, "done": done, "accepted": image_set.progress_accepted,
+            "duplicates": image_set.progress_duplicates, "rejected": image_set.progress_rejected}
+
+
+def refresh_progress(imageset_id: int) -> None:
+    """Counters from the report rows themselves, so a resumed run never double counts."""
+    counts = dict(db.session.execute(select(FinishReport.outcome, func.count()).where(
+        FinishReport.imageset_id == imageset_id).group_by(FinishReport.outcome)).all())
+    db.session.execute(ImageSet.__table__.update().where(ImageSet.id == imageset_id).values(
+        progress_accepted=counts.get("accepted", 0), progress_duplicates=counts.get("duplicate", 0),
+        progress_rejected=counts.get("rejected", 0)))
+

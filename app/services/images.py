@@ -1,0 +1,87 @@
+"""The image catalogue: filtered listing (offset pages or a keyset cursor) and short-lived read URLs."""
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from flask import current_app
+from sqlalchemy import select
+
+from app.errors import DomainError, NotFound
+from app.extensions import db
+from app.models import Image, ImageSetMember
+from app.services.pagination import Page, paginate
+from app.storage import SignedUrl
+
+
+@dataclass
+class Filters:
+    imageset_id: int | None = None
+    md5: str | None = None
+    type: str | None = None
+    date_taken_from: datetime | None = None
+    date_taken_to: datetime | None = None
+    camera_make: str | None = None
+    camera_model: str | None = None
+
+
+def _filtered(filters: Filters):
+    query = select(Image)
+    if filters.imageset_id is not None:
+        query = query.where(Image.id.in_(select(ImageSetMember.image_id).where(
+            ImageSetMember.imageset_id == filters.imageset_id)))
+    for column, value in ((Image.md5, filters.md5), (Image.type, filters.type),
+                          (Image.camera_make, filters.camera_make), (Image.camera_model, filters.camera_model)):
+        if value is not None:
+            query = query.where(column == value)
+    if filters.date_taken_from is not None:
+        query = query.where(Image.date_taken >= filters.date_taken_from)
+    if filters.date_taken_to is not None:
+        query = query.where(Image.date_taken < filters.date_taken_to)
+    return query
+
+
+def encode_cursor(last_id: int) -> str:
+    return base64.urlsafe_b64encode(f"i{last_id}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> int:
+    if cursor == "":
+        return 0
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        if raw.startswith("i") and raw[1:].isdigit():
+            return int(raw[1:])
+    except (ValueError, UnicodeDecodeError):
+        pass
+    raise DomainError("cursor is not one this API gave out", field="cursor")
+
+
+def list_page(filters: Filters, *, page: int, per_page: int) -> tuple[Page, str | None]:
+    result = paginate(_filtered(filters).order_by(Image.id), page, per_page)
+    more = result.pagination["next"] is not None
+    return result, encode_cursor(result.items[-1].id) if result.items and more else None
+
+
+def list_after(filters: Filters, *, cursor: str, per_page: int) -> tuple[list[Image], str | None]:
+    """Keyset pagination on the primary key: the deepest page costs what the first one does."""
+    after = decode_cursor(cursor)
+    rows = db.session.scalars(_filtered(filters).where(Image.id > after).order_by(Image.id)
+                              .limit(per_page + 1)).unique().all()
+    more = len(rows) > per_page
+    rows = rows[:per_page]
+    return rows, encode_cursor(rows[-1].id) if more else None
+
+
+def get(image_id: int) -> Image:
+    image = db.session.get(Image, image_id)
+    if image is None:
+        raise NotFound(f"no image {image_id}")
+    return image
+
+
+def read_url(image: Image) -> SignedUrl:
+    state = current_app.extensions["label_store"]
+    return state.storage.image_read_url(image.blobstorage_path,
+                                        timedelta(minutes=state.settings.image_read_token_minutes))
