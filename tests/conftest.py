@@ -125,7 +125,8 @@ def make_key(app_context):
     from app.services.keys import create_key
 
     def make(*roles: str, **options) -> dict:
-        options.setdefault("email", f"{uuid.uuid4().hex[:8]}@example.org")
+        if "device" not in options:
+            options.setdefault("email", f"{uuid.uuid4().hex[:8]}@example.org")
         key, secret = create_key(roles=list(roles), **options)
         return {"Authentication-Key": key.key_id, "Authentication-Secret": secret}
 

@@ -220,7 +220,11 @@ def test_redirect_url_downloads_the_original_and_cannot_write(client, admin, ima
     assert httpx.get(location).content == original
     assert parse_qs(urlsplit(location).query)["sp"] == ["r"]
     as_json = client.get(f"/api/v1/images/{image_id}/url", headers=admin).json()
-    assert httpx.get(as_json["url"]).content == original and as_json["expires_at"]
+    assert httpx.get(as_json["url"]).content == original
+    from datetime import datetime, timezone
+
+    lifetime = datetime.fromisoformat(as_json["expires_at"]) - datetime.now(timezone.utc)
+    assert timedelta(minutes=59) < lifetime <= timedelta(minutes=60)  # IMAGE_READ_TOKEN_VALID_MINUTES, per request
     written = httpx.put(location, content=b"overwrite", headers={"x-ms-blob-type": "BlockBlob"})
     assert written.status_code == 403
     assert httpx.get(location).content == original
@@ -290,3 +294,77 @@ def test_add_existing_images_all_or_nothing(client, admin, catalogue, make_image
                                    {"id": catalogue["ids"][0]}], headers=admin)
     assert added.json() == {"added": 2}
     assert client.get(url, headers=admin).json()["pagination"]["total"] == 2
+
+
+def put_in_blocks(container_url: str, name: str, data: bytes, block_size: int = 1000) -> None:
+    """Put Block + Put Block List, as azcopy does for large files: the blob gets no Content-MD5."""
+    import base64
+
+    ids = []
+    for n, start in enumerate(range(0, len(data), block_size)):
+        block_id = base64.b64encode(f"block-{n:06d}".encode()).decode()
+        ids.append(block_id)
+        response = httpx.put(blob_url(container_url, name) + f"&comp=block&blockid={block_id}",
+                             content=data[start:start + block_size], headers={"x-ms-version": "2021-08-06"})
+        assert response.status_code == 201, response.text
+    body = "<?xml version='1.0' encoding='utf-8'?><BlockList>" + "".join(
+        f"<Latest>{i}</Latest>" for i in ids) + "</BlockList>"
+    response = httpx.put(blob_url(container_url, name) + "&comp=blocklist", content=body,
+                         headers={"x-ms-version": "2021-08-06"})
+    assert response.status_code == 201, response.text
+
+
+def test_md5_is_streamed_when_storage_has_none(client, admin, image_set, start_worker, flask_app):
+    data = images.jpeg(seed=21, width=300, height=200)
+    put_in_blocks(image_set["dropbox_url"], "blocks.jpg", data)
+    container = image_set["dropbox_url"].split("?")[0].rsplit("/", 1)[1]
+    assert [b.md5 for b in flask_app.extensions["label_store"].storage.list_upload_area(container)] == [None]
+    start_worker()
+    finish(client, admin, image_set["imageset_id"])
+    image_id = report(client, admin, image_set["imageset_id"])["blocks.jpg"]["image_id"]
+    image = client.get(f"/api/v1/images/{image_id}/metadata", headers=admin).json()
+    assert image["md5"] == hashlib.md5(data).hexdigest()
+    assert image["file"]["dimensions"] == {"width": 300, "height": 200}
+
+
+def test_failed_finishing_shows_why_and_can_be_retried(client, admin, image_set, start_worker, flask_app,
+                                                      app_context, monkeypatch):
+    from types import SimpleNamespace
+
+    from app.jobs.tasks import BACKOFF, finish_image_set
+    from app.storage import StorageError
+
+    imageset_id = image_set["imageset_id"]
+    put(image_set["dropbox_url"], "a.jpg", images.jpeg(seed=31))
+    storage = flask_app.extensions["label_store"].storage
+
+    def unreachable(container):
+        raise StorageError("blob storage unreachable: connection refused")
+
+    from app.extensions import db
+    from app.models import ImageSet
+
+    db.session.get(ImageSet, imageset_id).status = "finishing"
+    db.session.commit()
+    with monkeypatch.context() as patch:
+        patch.setattr(storage, "list_upload_area", unreachable)
+        for attempts, status in ((0, "finishing"), (BACKOFF.max_attempts - 1, "failed")):
+            with pytest.raises(StorageError):  # raised, so the queue retries it while attempts remain
+                finish_image_set(SimpleNamespace(job=SimpleNamespace(attempts=attempts)), imageset_id=imageset_id)
+            assert client.get(f"/api/v1/image_sets/{imageset_id}", headers=admin).json()["status"] == status
+    failed = client.get(f"/api/v1/image_sets/{imageset_id}", headers=admin).json()
+    assert failed["error"] == "StorageError: blob storage unreachable: connection refused"
+
+    start_worker()
+    done = finish(client, admin, imageset_id)  # PUT new_status=finished again: allowed from failed
+    assert done["status"] == "finished" and done["error"] is None and done["progress"]["accepted"] == 1
+
+
+def test_uploader_key_fills_its_own_set(client, make_key, image_set, make_image_set):
+    uploader = make_key("uploader", device="camera-3", email=None, imageset_ids=[image_set["imageset_id"]])
+    fresh = client.post(f"/api/v1/image_sets/{image_set['imageset_id']}/dropbox_url", headers=uploader)
+    assert fresh.status_code == 200
+    assert put(fresh.json()["dropbox_url"], "from-camera.jpg", images.jpeg(seed=41)).status_code == 201
+    other = make_image_set()
+    assert client.post(f"/api/v1/image_sets/{other['imageset_id']}/dropbox_url", headers=uploader).status_code == 404
+    assert client.get("/api/v1/images", headers=uploader).status_code == 403

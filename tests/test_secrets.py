@@ -30,3 +30,31 @@ def test_log_lines_mask_sas_signatures_and_account_keys():
     masked = redact(line)
     assert "abc%2Bdef" not in masked and "c2VjcmV0a2V5" not in masked
     assert "sig=REDACTED" in masked and "AccountKey=REDACTED" in masked and "sp=r" in masked
+
+
+def test_no_sas_or_secret_is_stored_in_the_database(client, admin, make_image_set, app_context):
+    from sqlalchemy import text
+
+    from app.extensions import db
+
+    created = make_image_set()
+    client.post(f"/api/v1/image_sets/{created['imageset_id']}/dropbox_url", headers=admin)
+    signature = created["dropbox_url"].split("sig=")[1].split("&")[0]
+    tables = db.session.execute(text("SELECT tablename FROM pg_tables WHERE schemaname = current_schema()")).scalars()
+    dump = "".join(str(db.session.execute(text(f'SELECT * FROM "{t}"')).all()) for t in tables)
+    assert "sig=" not in dump and signature not in dump and admin["Authentication-Secret"] not in dump
+
+
+def test_sas_is_https_only_except_against_azurite():
+    from datetime import timedelta
+    from urllib.parse import parse_qs, urlsplit
+
+    from app.embedded.azurite import ACCOUNT_KEY
+    from app.storage import BlobStorage
+
+    real = BlobStorage(connection_string=f"DefaultEndpointsProtocol=https;AccountName=prodacct;AccountKey={ACCOUNT_KEY};"
+                                         "EndpointSuffix=core.windows.net", container="images")
+    url = real.image_read_url("imagesets/a/b.jpg", timedelta(minutes=5)).url  # signing sends nothing
+    assert url.startswith("https://prodacct.blob.core.windows.net/images/imagesets/a/b.jpg?")
+    assert parse_qs(urlsplit(url).query)["spr"] == ["https"]
+    assert parse_qs(urlsplit(real.upload_area_url("up", timedelta(days=7)).url).query)["spr"] == ["https"]
