@@ -28,9 +28,19 @@ RULES = {
     "app.api.image_sets.add_images": MANAGE | {"uploader:imageset_id"},
     "app.api.image_sets.report": READ | {"uploader:imageset_id"},
     "app.api.images.list_images": READ,
-    "app.api.images.redirect": READ,
-    "app.api.images.read_url": READ,
-    "app.api.images.metadata": READ,
+    "app.api.images.redirect": READ | {"labeler:image_id"},
+    "app.api.images.read_url": READ | {"labeler:image_id"},
+    "app.api.images.metadata": READ | {"labeler:image_id"},
+    "app.api.campaigns.list_campaigns": READ | {"labeler"},
+    "app.api.campaigns.create": MANAGE,
+    "app.api.campaigns.get": READ | {"labeler:campaign_id"},
+    "app.api.campaigns.change_status": MANAGE,
+    "app.api.campaigns.list_images": READ | {"labeler:campaign_id"},
+    "app.api.campaigns.add_images": MANAGE,
+    "app.api.campaigns.list_objects": READ | {"labeler:campaign_id"},
+    "app.api.campaigns.submit_objects": MANAGE | {"labeler:campaign_id"},
+    "app.api.campaigns.revisions": READ | {"labeler:campaign_id"},
+    "app.api.campaigns.image_objects": READ | {"labeler:image_id"},
 }
 # A valid body for each operation that takes one, so allowed calls get past validation.
 BODIES = {
@@ -38,6 +48,10 @@ BODIES = {
     "app.api.image_sets.create": {"title": "permission table"},
     "app.api.image_sets.change_status": {"new_status": "finished"},
     "app.api.image_sets.add_images": [{"id": 1}],
+    "app.api.campaigns.create": {"title": "permission table", "labeler_email": "l@example.org"},
+    "app.api.campaigns.change_status": {"new_status": "active"},
+    "app.api.campaigns.add_images": [{"id": 1}],
+    "app.api.campaigns.submit_objects": [{"image_id": 1, "objects": []}],
 }
 
 
@@ -76,13 +90,30 @@ def target(make_key, image_set, app_context):
                   filetype="jpeg", filesize=10, width=4, height=3)
     db.session.add(image)
     db.session.commit()
+    campaign = campaign_with(db, "permission target", [image.id])
     return {"key_id": make_key("reader")["Authentication-Key"], "imageset_id": image_set["imageset_id"],
-            "image_id": image.id}
+            "image_id": image.id, "campaign_id": campaign.id}
+
+
+def campaign_with(db, title, image_ids, status="active"):
+    from app.models import Campaign, CampaignImage, Principal
+
+    labeler = Principal(kind="user", name=f"{title}@example.org")
+    campaign = Campaign(title=title, status=status, labeler=labeler, progress_total=len(image_ids), progress_done=0)
+    db.session.add(campaign)
+    db.session.flush()
+    db.session.add_all(CampaignImage(campaign_id=campaign.id, image_id=i) for i in image_ids)
+    db.session.commit()
+    return campaign
 
 
 def key_for(make_key, role, target):
     """A key with `role`, bound to the target's things where the role is a scoped one."""
-    return make_key(role, imageset_ids=[target["imageset_id"]]) if role == "uploader" else make_key(role)
+    if role == "uploader":
+        return make_key(role, imageset_ids=[target["imageset_id"]])
+    if role == "labeler":
+        return make_key(role, campaign_ids=[target["campaign_id"]])
+    return make_key(role)
 
 
 def call(client, method, path, operation, headers, target):

@@ -18,6 +18,7 @@ def key_out(key, secret: str | None = None) -> dict:
         "owner": {"kind": key.principal.kind, "name": key.principal.name},
         "roles": key.roles,
         "imageset_ids": key.imageset_ids,
+        "campaign_ids": key.campaign_ids,
         "description": key.description,
         "date_created": key.date_created.isoformat(),
         "expires_at": key.expires_at.isoformat() if key.expires_at else None,
@@ -44,7 +45,7 @@ def list_keys(page=1, per_page=50, include_revoked=False):
 def create_key(body):
     key, secret = keys.create_key(roles=body["roles"], email=body.get("email"), device=body.get("device"),
                                   expires_at=parse_datetime(body.get("expires_at")), description=body.get("description"),
-                                  imageset_ids=body.get("imageset_ids"))
+                                  imageset_ids=body.get("imageset_ids"), campaign_ids=body.get("campaign_ids"))
     return key_out(key, secret), 201
 
 

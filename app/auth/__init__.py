@@ -71,13 +71,14 @@ class Authenticator:
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     _COLUMNS = ("id", "key_id", "secret_hash", "previous_secret_hash", "previous_secret_valid_until", "roles",
-                "expires_at", "revoked_at", "principal_id", "kind", "name", "imageset_ids")
+                "expires_at", "revoked_at", "principal_id", "kind", "name", "imageset_ids", "campaign_ids")
     # Prepared once per connection: the lookup then skips parsing and planning.
     _PREPARE = """
         PREPARE label_store_key_lookup(text) AS
         SELECT k.id, k.key_id, k.secret_hash, k.previous_secret_hash, k.previous_secret_valid_until,
                k.roles, k.expires_at, k.revoked_at, p.id, p.kind, p.name,
-               ARRAY(SELECT s.imageset_id FROM api_key_image_sets s WHERE s.api_key_id = k.id)
+               ARRAY(SELECT s.imageset_id FROM api_key_image_sets s WHERE s.api_key_id = k.id),
+               ARRAY(SELECT c.campaign_id FROM api_key_campaigns c WHERE c.api_key_id = k.id)
         FROM api_keys k JOIN principals p ON p.id = k.principal_id
         WHERE k.key_id = $1"""
 
@@ -120,10 +121,23 @@ class Authenticator:
             raise Unauthorized(f"This key expired. {BOTH_HEADERS}")
         caller = Caller(id=row["id"], key_id=row["key_id"], principal_id=row["principal_id"],
                         owner_kind=row["kind"], owner_name=row["name"], roles=frozenset(row["roles"]),
-                        imageset_ids=frozenset(row["imageset_ids"]))
-        authorize(caller, self.roles_by_operation.get(operation_id or "", ()), path_params or {})
+                        imageset_ids=frozenset(row["imageset_ids"]), campaign_ids=frozenset(row["campaign_ids"]))
+        authorize(caller, self.roles_by_operation.get(operation_id or "", ()), path_params or {},
+                  self.image_in_campaigns)
         self._touch(caller.id, now)
         return caller
+
+    def image_in_campaigns(self, image_id: int, campaign_ids: frozenset[int]) -> bool:
+        if not campaign_ids:
+            return False
+        conn = self.engine.raw_connection()
+        try:
+            with conn.cursor() as cursor:
+                cursor.execute("SELECT EXISTS (SELECT 1 FROM campaign_images WHERE image_id = %s "
+                               "AND campaign_id = ANY(%s))", (image_id, list(campaign_ids)))
+                return cursor.fetchone()[0]
+        finally:
+            conn.close()
 
     def _touch(self, key_pk: int, now: datetime) -> None:
         with self._lock:
@@ -157,10 +171,20 @@ class Rule:
     scope: str | None = None  # a path parameter: imageset_id (uploader) or campaign_id (labeler)
 
 
-_SCOPES = {"imageset_id": ("imageset_ids", "image set")}
+_NOUNS = {"imageset_id": "image set", "campaign_id": "campaign", "image_id": "image"}
 
 
-def authorize(caller: Caller, rules: tuple[Rule, ...], path_params: dict) -> None:
+def in_scope(caller: Caller, scope: str, value: int, image_in_campaigns) -> bool:
+    if scope == "imageset_id":
+        return value in caller.imageset_ids
+    if scope == "campaign_id":
+        return value in caller.campaign_ids
+    if scope == "image_id":  # an image of one of the labeler's campaigns
+        return image_in_campaigns(value, caller.campaign_ids)
+    raise ValueError(f"unknown scope {scope!r} in x-roles")
+
+
+def authorize(caller: Caller, rules: tuple[Rule, ...], path_params: dict, image_in_campaigns=None) -> None:
     """403 when no rule names one of the caller's roles; 404 when only a scoped rule does and the key is not
     bound to the thing named, so a scoped key cannot even learn that others' things exist."""
     scoped_miss = None
@@ -169,11 +193,10 @@ def authorize(caller: Caller, rules: tuple[Rule, ...], path_params: dict) -> Non
             continue
         if rule.scope is None:
             return
-        attribute, noun = _SCOPES[rule.scope]
         value = str(path_params.get(rule.scope, ""))
-        if value.isdigit() and int(value) in getattr(caller, attribute):
+        if value.isdigit() and in_scope(caller, rule.scope, int(value), image_in_campaigns):
             return
-        scoped_miss = f"no {noun} {value}"
+        scoped_miss = f"no {_NOUNS[rule.scope]} {value}"
     if scoped_miss:
         raise NotFound(scoped_miss)
     raise Forbidden(f"This key's roles ({', '.join(sorted(caller.roles))}) do not allow this call.")

@@ -44,6 +44,12 @@ class ApiKey(db.Model):
     principal: Mapped[Principal] = relationship(lazy="joined", innerjoin=True)
     imageset_links: Mapped[list["ApiKeyImageSet"]] = relationship(lazy="selectin", cascade="all, delete-orphan")  # noqa: F821
 
+    campaign_links: Mapped[list["ApiKeyCampaign"]] = relationship(lazy="selectin", cascade="all, delete-orphan")  # noqa: F821
+
+    @property
+    def campaign_ids(self) -> list[int]:
+        return sorted(link.campaign_id for link in self.campaign_links)
+
     @property
     def imageset_ids(self) -> list[int]:
         return sorted(link.imageset_id for link in self.imageset_links)

@@ -17,6 +17,7 @@ from app.auth import Caller
 from app.errors import Conflict, NotFound, Unprocessable
 from app.extensions import db
 from app.models import FinishReport, Image, ImageSet, ImageSetMember
+from app.services import images
 from app.services.pagination import Page, paginate
 from app.storage import SignedUrl
 
@@ -109,27 +110,9 @@ def change_status(imageset_id: int, new_status: str) -> ImageSet:
 def add_images(imageset_id: int, items: list[dict]) -> int:
     """Add existing images, named by id or filepath; all or nothing. Returns how many were new to the set."""
     get(imageset_id)
-    ids, paths = [], []
-    for item in items:
-        (ids if "id" in item else paths).append(item.get("id", item.get("filepath")))
-    found_ids = set(db.session.scalars(select(Image.id).where(Image.id.in_(ids)))) if ids else set()
-    by_path = dict(db.session.execute(select(Image.blobstorage_path, Image.id).where(
-        Image.blobstorage_path.in_(paths))).all()) if paths else {}
-    resolved = []
-    for index, item in enumerate(items):
-        if "id" in item:
-            if item["id"] not in found_ids:
-                raise NotFound(f"item {index}: no image {item['id']}", index=index, field="id")
-            resolved.append(item["id"])
-        else:
-            if item["filepath"] not in by_path:
-                raise NotFound(f"item {index}: no image at {item['filepath']!r}", index=index, field="filepath")
-            resolved.append(by_path[item["filepath"]])
-    if not resolved:
-        return 0
+    resolved = images.resolve_refs(items)
     result = db.session.execute(pg_insert(ImageSetMember).values(
-        [{"imageset_id": imageset_id, "image_id": image_id} for image_id in dict.fromkeys(resolved)]
-    ).on_conflict_do_nothing())
+        [{"imageset_id": imageset_id, "image_id": image_id} for image_id in resolved]).on_conflict_do_nothing())
     db.session.commit()
     return result.rowcount
 

@@ -85,3 +85,23 @@ def read_url(image: Image) -> SignedUrl:
     state = current_app.extensions["label_store"]
     return state.storage.image_read_url(image.blobstorage_path,
                                         timedelta(minutes=state.settings.image_read_token_minutes))
+
+
+def resolve_refs(items: list[dict]) -> list[int]:
+    """[{id} | {filepath}] -> image ids (first occurrence order, no repeats); 404 naming the first unknown item."""
+    ids = [item["id"] for item in items if "id" in item]
+    paths = [item["filepath"] for item in items if "id" not in item]
+    found_ids = set(db.session.scalars(select(Image.id).where(Image.id.in_(ids)))) if ids else set()
+    by_path = dict(db.session.execute(select(Image.blobstorage_path, Image.id).where(
+        Image.blobstorage_path.in_(paths))).all()) if paths else {}
+    resolved = []
+    for index, item in enumerate(items):
+        if "id" in item:
+            if item["id"] not in found_ids:
+                raise NotFound(f"item {index}: no image {item['id']}", index=index, field="id")
+            resolved.append(item["id"])
+        else:
+            if item["filepath"] not in by_path:
+                raise NotFound(f"item {index}: no image at {item['filepath']!r}", index=index, field="filepath")
+            resolved.append(by_path[item["filepath"]])
+    return list(dict.fromkeys(resolved))

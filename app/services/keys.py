@@ -10,7 +10,7 @@ from sqlalchemy import select
 from app.auth import hash_secret, new_key_id, new_secret
 from app.errors import Conflict, NotFound, Unprocessable
 from app.extensions import db
-from app.models import ApiKey, ApiKeyImageSet, ImageSet, Principal
+from app.models import ApiKey, ApiKeyCampaign, ApiKeyImageSet, Campaign, ImageSet, Principal
 from app.services.pagination import Page, paginate
 
 logger = logging.getLogger(__name__)
@@ -48,18 +48,31 @@ def _imageset_links(roles: list[str], imageset_ids: list[int] | None) -> list[Ap
     return [ApiKeyImageSet(imageset_id=i) for i in imageset_ids]
 
 
+def _campaign_links(roles: list[str], campaign_ids: list[int] | None) -> list[ApiKeyCampaign]:
+    campaign_ids = sorted(set(campaign_ids or ()))
+    if campaign_ids and "labeler" not in roles:
+        raise Unprocessable("campaign_ids need the labeler role", field="campaign_ids")
+    found = set(db.session.scalars(select(Campaign.id).where(Campaign.id.in_(campaign_ids)))) if campaign_ids else set()
+    missing = [i for i in campaign_ids if i not in found]
+    if missing:
+        raise Unprocessable(f"no campaign {missing[0]}", field="campaign_ids")
+    return [ApiKeyCampaign(campaign_id=i) for i in campaign_ids]
+
+
 def create_key(*, roles: list[str], email: str | None = None, device: str | None = None,
                expires_at: datetime | None = None, description: str | None = None,
-               imageset_ids: list[int] | None = None,
+               imageset_ids: list[int] | None = None, campaign_ids: list[int] | None = None,
                key_id: str | None = None, secret: str | None = None, commit: bool = True) -> tuple[ApiKey, str]:
     """A new key pair; the secret is returned here and never stored."""
     if expires_at is not None and expires_at <= datetime.now(timezone.utc):
         raise Unprocessable("expires_at must be in the future", field="expires_at")
     links = _imageset_links(roles, imageset_ids)
+    campaign_links = _campaign_links(roles, campaign_ids)
     principal = principal_for(email=email, device=device)
     secret = secret or new_secret()
     key = ApiKey(key_id=key_id or new_key_id(), secret_hash=hash_secret(secret, _pepper()), principal=principal,
-                 roles=sorted(set(roles)), expires_at=expires_at, description=description, imageset_links=links)
+                 roles=sorted(set(roles)), expires_at=expires_at, description=description, imageset_links=links,
+                 campaign_links=campaign_links)
     db.session.add(key)
     if commit:
         db.session.commit()

@@ -1,0 +1,262 @@
+"""Labelling campaigns: a labeler (bound by key) labels a campaign's images; every submission is a revision.
+
+Submissions to one campaign are serialised on the campaign's row, so concurrent ones each apply whole,
+progress counts stay exact and the automatic move to completed happens once.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.exc import IntegrityError
+
+from app.auth import Caller
+from app.errors import Conflict, NotFound, Unprocessable
+from app.extensions import db
+from app.models import ApiKey, ApiKeyCampaign, Campaign, CampaignImage, Image, LabelObject, LabelRevision
+from app.services import images, keys
+from app.services.pagination import Page, paginate
+
+logger = logging.getLogger(__name__)
+
+# (from, to) -> the date set on that move
+MOVES = {("created", "active"): "date_started", ("active", "completed"): "date_completed",
+         ("completed", "active"): None, ("completed", "finished"): "date_finished"}
+MANAGERS = ("admin", "image-admin", "reader")  # roles that see every campaign
+
+
+@dataclass
+class AccessToken:
+    apikey: str
+    apisecret: str | None  # None when the labeler already had a key (LabelAPI's behaviour)
+
+
+def create(*, title: str, labeler_email: str, metadata: dict | None, label_translations: dict | None,
+           labels: list[str] | None, created_by: Caller) -> tuple[Campaign, AccessToken]:
+    if db.session.scalar(select(Campaign.id).where(Campaign.title == title)):
+        raise Conflict(f"campaign title {title!r} is already taken", field="title")
+    if labels is not None and label_translations:
+        unknown = sorted({v for v in label_translations.values() if v not in labels})
+        if unknown:
+            raise Unprocessable(f"label_translations maps to {unknown[0]!r}, which is not in labels",
+                                field="label_translations")
+    labeler = keys.principal_for(email=labeler_email)
+    campaign = Campaign(title=title, status="created", meta_data=metadata, label_translations=label_translations,
+                        labels=labels, labeler=labeler, created_by_id=created_by.principal_id, progress_total=0,
+                        progress_done=0)
+    db.session.add(campaign)
+    try:
+        db.session.flush()
+    except IntegrityError:
+        db.session.rollback()
+        raise Conflict(f"campaign title {title!r} is already taken", field="title") from None
+    now = datetime.now(timezone.utc)
+    existing = db.session.scalar(
+        select(ApiKey).where(ApiKey.principal_id == labeler.id, ApiKey.roles.any("labeler"),
+                             ApiKey.revoked_at.is_(None), (ApiKey.expires_at.is_(None)) | (ApiKey.expires_at > now))
+        .order_by(ApiKey.id).limit(1))
+    if existing is not None:
+        db.session.add(ApiKeyCampaign(api_key_id=existing.id, campaign_id=campaign.id))
+        token = AccessToken(existing.key_id, None)
+    else:
+        key, secret = keys.create_key(roles=["labeler"], email=labeler_email, campaign_ids=[campaign.id],
+                                      description=f"labeler of campaign {campaign.id}", commit=False)
+        token = AccessToken(key.key_id, secret)
+    db.session.commit()
+    logger.info("campaign created", extra={"campaign_id": campaign.id, "new_key": token.apisecret is not None})
+    return campaign, token
+
+
+def get(campaign_id: int, *, for_update: bool = False) -> Campaign:
+    query = select(Campaign).where(Campaign.id == campaign_id)
+    if for_update:
+        query = query.with_for_update(of=Campaign)
+    campaign = db.session.scalar(query)
+    if campaign is None:
+        raise NotFound(f"no campaign {campaign_id}")
+    return campaign
+
+
+def list_campaigns(*, page: int, per_page: int, caller: Caller) -> Page:
+    query = select(Campaign).order_by(Campaign.id)
+    if not caller.has(*MANAGERS):  # a labeler sees its own campaigns only
+        query = query.where(Campaign.id.in_(caller.campaign_ids or [-1]))
+    return paginate(query, page, per_page)
+
+
+def change_status(campaign_id: int, new_status: str) -> Campaign:
+    campaign = get(campaign_id, for_update=True)
+    _move(campaign, new_status)
+    db.session.commit()
+    return campaign
+
+
+def _move(campaign: Campaign, new_status: str) -> None:
+    if (campaign.status, new_status) not in MOVES:
+        raise Conflict(f"campaign {campaign.id} cannot move from {campaign.status} to {new_status}",
+                       current_status=campaign.status, requested_status=new_status)
+    date_field = MOVES[(campaign.status, new_status)]
+    campaign.status = new_status
+    if date_field:
+        setattr(campaign, date_field, datetime.now(timezone.utc))
+    logger.info("campaign status", extra={"campaign_id": campaign.id, "status": new_status})
+
+
+def add_images(campaign_id: int, items: list[dict]) -> int:
+    campaign = get(campaign_id, for_update=True)
+    if campaign.status == "finished":
+        raise Conflict(f"campaign {campaign_id} is finished: no images can be added")
+    resolved = images.resolve_refs(items)
+    added = db.session.execute(pg_insert(CampaignImage).values(
+        [{"campaign_id": campaign_id, "image_id": i} for i in resolved]).on_conflict_do_nothing()).rowcount
+    _refresh_progress(campaign)
+    db.session.commit()
+    return added
+
+
+def list_images(campaign_id: int, *, page: int, per_page: int) -> Page:
+    get(campaign_id)
+    query = (select(CampaignImage.image_id).where(CampaignImage.campaign_id == campaign_id)
+             .order_by(CampaignImage.image_id))
+    return paginate(query, page, per_page)
+
+
+def _refresh_progress(campaign: Campaign) -> None:
+    total, done = db.session.execute(
+        select(func.count(), func.count(CampaignImage.current_revision_id))
+        .where(CampaignImage.campaign_id == campaign.id)).one()
+    campaign.progress_total, campaign.progress_done = total, done
+
+
+# --- labels ------------------------------------------------------------------------------------------
+
+def _translate(campaign: Campaign, sent: str, translated: str | None) -> str:
+    if translated:
+        return translated
+    return (campaign.label_translations or {}).get(sent, sent)
+
+
+def submit(campaign_id: int, items: list[dict], *, caller: Caller, request_id: str | None) -> dict:
+    """Replace, for each listed image, its objects in this campaign with a new revision. All or nothing."""
+    campaign = get(campaign_id, for_update=True)  # serialises submissions to this campaign
+    if campaign.status != "active":
+        raise Conflict(f"campaign {campaign_id} is {campaign.status}: labels are accepted only while it is active",
+                       current_status=campaign.status)
+    image_ids = [item["image_id"] for item in items]
+    sizes = dict((row.image_id, (row.width, row.height)) for row in db.session.execute(
+        select(CampaignImage.image_id, Image.width, Image.height).join(Image, Image.id == CampaignImage.image_id)
+        .where(CampaignImage.campaign_id == campaign_id, CampaignImage.image_id.in_(image_ids))))
+    seen: set[int] = set()
+    objects = []
+    for index, item in enumerate(items):
+        image_id = item["image_id"]
+        if image_id not in sizes:
+            raise NotFound(f"item {index}: image {image_id} is not in campaign {campaign_id}", index=index,
+                           field="image_id")
+        if image_id in seen:
+            raise Unprocessable(f"item {index}: image {image_id} is listed twice", index=index, field="image_id")
+        seen.add(image_id)
+        width, height = sizes[image_id]
+        for number, obj in enumerate(item["objects"]):
+            objects.append(_object_row(campaign, obj, index, number, image_id, width, height, caller))
+
+    now = datetime.now(timezone.utc)
+    latest = dict(db.session.execute(
+        select(LabelRevision.image_id, func.max(LabelRevision.revision))
+        .where(LabelRevision.campaign_id == campaign_id, LabelRevision.image_id.in_(image_ids))
+        .group_by(LabelRevision.image_id)).all())
+    counts = {image_id: 0 for image_id in image_ids}
+    for row in objects:
+        counts[row["image_id"]] += 1
+    revision_ids = dict(db.session.execute(insert(LabelRevision).returning(LabelRevision.image_id, LabelRevision.id),
+                                           [{"campaign_id": campaign_id, "image_id": i, "revision": latest.get(i, 0) + 1,
+                                             "submitted_by": caller.owner_name, "key_id": caller.key_id,
+                                             "request_id": request_id, "object_count": counts[i],
+                                             "date_submitted": now} for i in image_ids]).all())
+    if objects:
+        for row in objects:
+            row.update(revision_id=revision_ids[row["image_id"]], date_added=now)
+        db.session.execute(insert(LabelObject), objects)
+    db.session.execute(update(CampaignImage), [  # bulk UPDATE by primary key
+        {"campaign_id": campaign_id, "image_id": i, "current_revision_id": r} for i, r in revision_ids.items()])
+    _refresh_progress(campaign)
+    if campaign.progress_total and campaign.progress_done == campaign.progress_total:
+        _move(campaign, "completed")  # the last image got its labels
+    db.session.commit()
+    return {"images": len(image_ids), "objects": len(objects), "status": campaign.status,
+            "progress": {"total": campaign.progress_total, "done": campaign.progress_done}}
+
+
+def _object_row(campaign: Campaign, obj: dict, index: int, number: int, image_id: int, width: int, height: int,
+                caller: Caller) -> dict:
+    where = f"item {index} object {number}"
+    box = obj["bounding_box"]
+    problems = []
+    if not box["xmin"] < box["xmax"]:
+        problems.append("xmin must be less than xmax")
+    if not box["ymin"] < box["ymax"]:
+        problems.append("ymin must be less than ymax")
+    if box["xmin"] < 0 or box["ymin"] < 0 or box["xmax"] > width or box["ymax"] > height:
+        problems.append(f"the box must lie inside the image (0..{width} x 0..{height})")
+    if problems:
+        raise Unprocessable(f"{where}: bounding_box: {'; '.join(problems)}", index=index, object_index=number,
+                            field="bounding_box")
+    label = _translate(campaign, obj["label"], obj.get("label_translated"))
+    if campaign.labels is not None and label not in campaign.labels:
+        raise Unprocessable(f"{where}: label {label!r} is not in this campaign's labels", index=index,
+                            object_index=number, field="label")
+    return {"campaign_id": campaign.id, "image_id": image_id, "label": label, "label_original": obj["label"],
+            "box_xmin": box["xmin"], "box_xmax": box["xmax"], "box_ymin": box["ymin"], "box_ymax": box["ymax"],
+            "confidence": obj.get("confidence"), "is_crowd": False, "added_by": caller.owner_name}
+
+
+def current_objects(campaign_id: int, image_ids: list[int]) -> dict[int, list[LabelObject]]:
+    rows = db.session.scalars(
+        select(LabelObject).join(CampaignImage, CampaignImage.current_revision_id == LabelObject.revision_id)
+        .where(CampaignImage.campaign_id == campaign_id, CampaignImage.image_id.in_(image_ids))
+        .order_by(LabelObject.image_id, LabelObject.id)).all()
+    found: dict[int, list[LabelObject]] = {i: [] for i in image_ids}
+    for row in rows:
+        found[row.image_id].append(row)
+    return found
+
+
+def image_objects(image_id: int, campaign_ids: list[int] | None, caller: Caller) -> tuple[int | None, list]:
+    """Objects from the first listed campaign that has labels for the image; by default the most recently
+    finished campaign that has. A labeler only ever looks in its own campaigns."""
+    images.get(image_id)
+    labelled = select(CampaignImage.campaign_id).where(CampaignImage.image_id == image_id,
+                                                       CampaignImage.current_revision_id.is_not(None))
+    if not caller.has(*MANAGERS):
+        labelled = labelled.where(CampaignImage.campaign_id.in_(caller.campaign_ids or [-1]))
+    candidates = set(db.session.scalars(labelled))
+    if campaign_ids:
+        chosen = next((c for c in campaign_ids if c in candidates), None)
+    else:
+        chosen = db.session.scalar(select(Campaign.id).where(Campaign.id.in_(candidates or [-1]),
+                                                             Campaign.status == "finished")
+                                   .order_by(Campaign.date_finished.desc(), Campaign.id.desc()).limit(1))
+    if chosen is None:
+        return None, []
+    return chosen, current_objects(chosen, [image_id])[image_id]
+
+
+def revisions(campaign_id: int, image_id: int) -> list[tuple[LabelRevision, list[LabelObject], bool]]:
+    get(campaign_id)
+    current = db.session.scalar(select(CampaignImage.current_revision_id).where(
+        CampaignImage.campaign_id == campaign_id, CampaignImage.image_id == image_id))
+    found = db.session.scalars(select(LabelRevision).where(LabelRevision.campaign_id == campaign_id,
+                                                           LabelRevision.image_id == image_id)
+                               .order_by(LabelRevision.revision.desc())).all()
+    if not found and not db.session.scalar(select(CampaignImage.image_id).where(
+            CampaignImage.campaign_id == campaign_id, CampaignImage.image_id == image_id)):
+        raise NotFound(f"image {image_id} is not in campaign {campaign_id}")
+    objects = db.session.scalars(select(LabelObject).where(LabelObject.revision_id.in_([r.id for r in found]))
+                                 .order_by(LabelObject.id)).all()
+    by_revision: dict[int, list[LabelObject]] = {r.id: [] for r in found}
+    for obj in objects:
+        by_revision[obj.revision_id].append(obj)
+    return [(r, by_revision[r.id], r.id == current) for r in found]
