@@ -289,3 +289,22 @@ def test_image_objects_picks_the_campaign(client, admin, make_campaign, stored_i
     assert client.get(url, headers=admin).json()["objects"][0]["label"] == "new"
     picked = client.get(f"{url}?campaigns=999,{older['campaign_id']},{newer['campaign_id']}", headers=admin).json()
     assert picked["campaign_id"] == older["campaign_id"] and picked["objects"][0]["label"] == "old"
+
+
+def test_large_submission_errors_are_worded_like_small_ones(client, admin, make_campaign, stored_images):
+    campaign = make_campaign(stored_images)
+    items = [{"image_id": stored_images[n % 10], "objects": [{"bounding_box": box(), "label": "x"}]} for n in range(60)]
+    items[57]["objects"][0]["confidence"] = 1.5  # the compiled fast path refuses it; the message names it
+    body = assert_problem(submit(client, admin, campaign["campaign_id"], items), 400)
+    assert "1.5 is greater than the maximum of 1" in body["detail"] and "57" in body["detail"]
+
+
+def test_labels_with_awkward_text_are_stored_exactly(client, admin, make_campaign, stored_images):
+    campaign = make_campaign(stored_images[:1])
+    awkward = 'a "quoted", label\nwith a newline, a tab\tand ünïcödé \\N'
+    submit(client, admin, campaign["campaign_id"], [{"image_id": stored_images[0], "objects": [
+        {"bounding_box": box(), "label": awkward}, {"bounding_box": box(), "label": "plain"}]}])
+    stored = client.get(f"/api/v1/campaigns/{campaign['campaign_id']}/objects", headers=admin).json()
+    objects = stored["images"][0]["objects"]
+    assert [o["label"] for o in objects] == [awkward, "plain"]
+    assert [o["confidence"] for o in objects] == [None, None]

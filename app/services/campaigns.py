@@ -5,11 +5,13 @@ progress counts stay exact and the automatic move to completed happens once.
 """
 from __future__ import annotations
 
+import csv
+import io
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import func, select, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import IntegrityError
 
@@ -133,10 +135,10 @@ def _refresh_progress(campaign: Campaign) -> None:
 
 # --- labels ------------------------------------------------------------------------------------------
 
-def _translate(campaign: Campaign, sent: str, translated: str | None) -> str:
+def _translate(translations: dict, sent: str, translated: str | None) -> str:
     if translated:
         return translated
-    return (campaign.label_translations or {}).get(sent, sent)
+    return translations.get(sent, sent)
 
 
 def submit(campaign_id: int, items: list[dict], *, caller: Caller, request_id: str | None) -> dict:
@@ -151,6 +153,8 @@ def submit(campaign_id: int, items: list[dict], *, caller: Caller, request_id: s
         .where(CampaignImage.campaign_id == campaign_id, CampaignImage.image_id.in_(image_ids))))
     seen: set[int] = set()
     objects = []
+    rules = _Rules(campaign.id, campaign.label_translations or {},
+                   frozenset(campaign.labels) if campaign.labels is not None else None)
     for index, item in enumerate(items):
         image_id = item["image_id"]
         if image_id not in sizes:
@@ -161,7 +165,7 @@ def submit(campaign_id: int, items: list[dict], *, caller: Caller, request_id: s
         seen.add(image_id)
         width, height = sizes[image_id]
         for number, obj in enumerate(item["objects"]):
-            objects.append(_object_row(campaign, obj, index, number, image_id, width, height, caller))
+            objects.append(_object_row(rules, obj, index, number, image_id, width, height, caller))
 
     now = datetime.now(timezone.utc)
     latest = dict(db.session.execute(
@@ -171,17 +175,23 @@ def submit(campaign_id: int, items: list[dict], *, caller: Caller, request_id: s
     counts = {image_id: 0 for image_id in image_ids}
     for row in objects:
         counts[row["image_id"]] += 1
-    revision_ids = dict(db.session.execute(insert(LabelRevision).returning(LabelRevision.image_id, LabelRevision.id),
-                                           [{"campaign_id": campaign_id, "image_id": i, "revision": latest.get(i, 0) + 1,
-                                             "submitted_by": caller.owner_name, "key_id": caller.key_id,
-                                             "request_id": request_id, "object_count": counts[i],
-                                             "date_submitted": now} for i in image_ids]).all())
+    # One statement for all revisions (unnest of arrays): the ORM's multi-row VALUES costs ~0.5 s per 1,000.
+    revision_ids = dict(db.session.execute(text(
+        "INSERT INTO label_revisions (campaign_id, image_id, revision, submitted_by, key_id, request_id, "
+        "object_count, date_submitted) "
+        "SELECT :campaign, v.image_id, v.revision, :by, :key, :request, v.objects, :now "
+        "FROM unnest(CAST(:images AS int[]), CAST(:revisions AS int[]), CAST(:counts AS int[])) "
+        "AS v(image_id, revision, objects) RETURNING image_id, id"),
+        {"campaign": campaign_id, "by": caller.owner_name, "key": caller.key_id, "request": request_id, "now": now,
+         "images": image_ids, "revisions": [latest.get(i, 0) + 1 for i in image_ids],
+         "counts": [counts[i] for i in image_ids]}).all())
     if objects:
-        for row in objects:
-            row.update(revision_id=revision_ids[row["image_id"]], date_added=now)
-        db.session.execute(insert(LabelObject), objects)
-    db.session.execute(update(CampaignImage), [  # bulk UPDATE by primary key
-        {"campaign_id": campaign_id, "image_id": i, "current_revision_id": r} for i, r in revision_ids.items()])
+        _copy_objects(objects, revision_ids, now)
+    db.session.execute(text(
+        "UPDATE campaign_images SET current_revision_id = v.revision_id "
+        "FROM unnest(CAST(:images AS int[]), CAST(:revisions AS int[])) AS v(image_id, revision_id) "
+        "WHERE campaign_images.campaign_id = :campaign AND campaign_images.image_id = v.image_id"),
+        {"campaign": campaign_id, "images": list(revision_ids), "revisions": list(revision_ids.values())})
     _refresh_progress(campaign)
     if campaign.progress_total and campaign.progress_done == campaign.progress_total:
         _move(campaign, "completed")  # the last image got its labels
@@ -190,7 +200,32 @@ def submit(campaign_id: int, items: list[dict], *, caller: Caller, request_id: s
             "progress": {"total": campaign.progress_total, "done": campaign.progress_done}}
 
 
-def _object_row(campaign: Campaign, obj: dict, index: int, number: int, image_id: int, width: int, height: int,
+_OBJECT_COLUMNS = ("revision_id", "campaign_id", "image_id", "label", "label_original", "box_xmin", "box_xmax",
+                   "box_ymin", "box_ymax", "confidence", "is_crowd", "added_by", "date_added")
+
+
+def _copy_objects(objects: list[dict], revision_ids: dict[int, int], now: datetime) -> None:
+    """COPY the rows in on the session's own connection: same transaction, a fraction of INSERT's cost."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    for row in objects:
+        row.update(revision_id=revision_ids[row["image_id"]], date_added=now.isoformat())
+        writer.writerow("" if row[c] is None else row[c] for c in _OBJECT_COLUMNS)
+    buffer.seek(0)
+    cursor = db.session.connection().connection.dbapi_connection.cursor()
+    cursor.copy_expert(f"COPY objects ({', '.join(_OBJECT_COLUMNS)}) FROM STDIN WITH (FORMAT csv)", buffer)
+
+
+@dataclass(frozen=True)
+class _Rules:
+    """What a submission is checked against, read once from the campaign (not per object)."""
+
+    campaign_id: int
+    translations: dict
+    labels: frozenset[str] | None
+
+
+def _object_row(rules: _Rules, obj: dict, index: int, number: int, image_id: int, width: int, height: int,
                 caller: Caller) -> dict:
     where = f"item {index} object {number}"
     box = obj["bounding_box"]
@@ -204,11 +239,11 @@ def _object_row(campaign: Campaign, obj: dict, index: int, number: int, image_id
     if problems:
         raise Unprocessable(f"{where}: bounding_box: {'; '.join(problems)}", index=index, object_index=number,
                             field="bounding_box")
-    label = _translate(campaign, obj["label"], obj.get("label_translated"))
-    if campaign.labels is not None and label not in campaign.labels:
+    label = _translate(rules.translations, obj["label"], obj.get("label_translated"))
+    if rules.labels is not None and label not in rules.labels:
         raise Unprocessable(f"{where}: label {label!r} is not in this campaign's labels", index=index,
                             object_index=number, field="label")
-    return {"campaign_id": campaign.id, "image_id": image_id, "label": label, "label_original": obj["label"],
+    return {"campaign_id": rules.campaign_id, "image_id": image_id, "label": label, "label_original": obj["label"],
             "box_xmin": box["xmin"], "box_xmax": box["xmax"], "box_ymin": box["ymin"], "box_ymax": box["ymax"],
             "confidence": obj.get("confidence"), "is_crowd": False, "added_by": caller.owner_name}
 
