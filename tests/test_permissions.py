@@ -41,6 +41,11 @@ RULES = {
     "app.api.campaigns.submit_objects": MANAGE | {"labeler:campaign_id"},
     "app.api.campaigns.revisions": READ | {"labeler:campaign_id"},
     "app.api.campaigns.image_objects": READ | {"labeler:image_id"},
+    "app.api.datasets.list_versions": READ,
+    "app.api.datasets.create_version": MANAGE,
+    "app.api.datasets.get_version": READ,
+    "app.api.datasets.retry": MANAGE,
+    "app.api.datasets.coco": READ,
 }
 # A valid body for each operation that takes one, so allowed calls get past validation.
 BODIES = {
@@ -92,7 +97,7 @@ def target(make_key, image_set, app_context):
     db.session.commit()
     campaign = campaign_with(db, "permission target", [image.id])
     return {"key_id": make_key("reader")["Authentication-Key"], "imageset_id": image_set["imageset_id"],
-            "image_id": image.id, "campaign_id": campaign.id}
+            "image_id": image.id, "campaign_id": campaign.id, "version": 1}
 
 
 def campaign_with(db, title, image_ids, status="active"):

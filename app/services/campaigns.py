@@ -104,6 +104,10 @@ def _move(campaign: Campaign, new_status: str) -> None:
     campaign.status = new_status
     if date_field:
         setattr(campaign, date_field, datetime.now(timezone.utc))
+    if new_status == "finished":  # a dataset version is built from what was just finished
+        from app.services import datasets
+
+        datasets.on_campaign_finished(campaign)
     logger.info("campaign status", extra={"campaign_id": campaign.id, "status": new_status})
 
 

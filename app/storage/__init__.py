@@ -16,7 +16,7 @@ from functools import cached_property
 from urllib.parse import quote
 
 from azure.core.exceptions import AzureError, ResourceExistsError, ResourceNotFoundError
-from azure.storage.blob import (BlobSasPermissions, BlobServiceClient, ContainerSasPermissions, ExponentialRetry,
+from azure.storage.blob import (BlobBlock, BlobSasPermissions, BlobServiceClient, ContainerSasPermissions, ExponentialRetry,
                                 generate_blob_sas, generate_container_sas)
 
 from app.errors import DomainError
@@ -158,6 +158,28 @@ class BlobStorage:
         """Server-side, synchronous copy (Copy Blob From URL, up to 256 MiB) into the image container."""
         source = self.blob_read_url(container, name, timedelta(minutes=30)).url
         self.container_client.get_blob_client(path).start_copy_from_url(source, requires_sync=True)
+
+    def upload_bytes(self, path: str, data: bytes) -> None:
+        self.container_client.upload_blob(path, data, overwrite=True)
+
+    def upload_stream(self, path: str, chunks: Iterator[bytes], block_size: int = 4 * 1024 * 1024) -> None:
+        """Upload as the chunks come, in blocks of about `block_size`: memory stays at one block."""
+        blob = self.container_client.get_blob_client(path)
+        block_ids, buffer = [], bytearray()
+
+        def stage():
+            block_id = base64.b64encode(f"{len(block_ids):08d}".encode()).decode()
+            blob.stage_block(block_id, bytes(buffer))
+            block_ids.append(BlobBlock(block_id))
+            buffer.clear()
+
+        for chunk in chunks:
+            buffer += chunk
+            if len(buffer) >= block_size:
+                stage()
+        if buffer or not block_ids:
+            stage()
+        blob.commit_block_list(block_ids)
 
     def delete_image(self, path: str) -> None:
         try:

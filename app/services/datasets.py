@@ -1,0 +1,271 @@
+"""Dataset versions: a snapshot of a campaign's label revisions, exported as Azure ML AutoML object-detection
+JSONL plus an MLTable, registered as Azure ML data assets, and exportable as COCO.
+
+Exports stream: rows come from the database in pages and go to blob storage (or the HTTP response) as
+they are made, so memory stays flat whatever the size. The same snapshot always gives the same bytes.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+from collections.abc import Iterator
+from datetime import datetime, timezone
+
+from flask import current_app
+from sqlalchemy import func, select, text
+
+from app import jobs
+from app.auth import Caller
+from app.errors import Conflict, NotFound
+from app.extensions import db
+from app.logs import redact
+from app.models import Campaign, CampaignImage, Dataset, DatasetImage, Image, LabelObject
+from app.services import campaigns
+
+logger = logging.getLogger(__name__)
+
+PAGE = 2000  # images read per query while exporting
+MLTABLE = """\
+type: mltable
+paths:
+  - file: ./annotations.jsonl
+transformations:
+  - read_json_lines:
+      encoding: utf8
+      invalid_lines: error
+      include_path_column: false
+  - convert_column_types:
+      - columns: image_url
+        column_type: stream_info
+"""
+
+
+class RegistrationRefused(Exception):
+    """Azure ML refused for good (bad credentials, immutable asset path, missing workspace): not retried."""
+
+
+def asset_base(title: str) -> str:
+    """Azure ML asset names: letters, digits, '-' and '_', starting with a letter or digit."""
+    base = re.sub(r"[^A-Za-z0-9_-]+", "_", title).strip("_-") or "campaign"
+    return base[:200]
+
+
+def create_version(campaign_id: int, *, created_by: Caller | None) -> Dataset:
+    """Snapshot the campaign's current labels as the next version and defer its build, in one transaction."""
+    from app.jobs.tasks import build_dataset
+
+    campaign = campaigns.get(campaign_id, for_update=True)
+    if campaign.status not in ("completed", "finished"):
+        raise Conflict(f"campaign {campaign_id} is {campaign.status}: datasets are built from completed or "
+                       "finished campaigns", current_status=campaign.status)
+    return _new_version(campaign, created_by.owner_name if created_by else None, build_dataset)
+
+
+def on_campaign_finished(campaign: Campaign) -> None:
+    """Called inside the transaction that finishes a campaign."""
+    from app.jobs.tasks import build_dataset
+
+    _new_version(campaign, None, build_dataset, commit=False)
+
+
+def _new_version(campaign: Campaign, created_by: str | None, task, commit: bool = True) -> Dataset:
+    version = (db.session.scalar(select(func.max(Dataset.version)).where(Dataset.campaign_id == campaign.id)) or 0) + 1
+    base = asset_base(campaign.title)
+    dataset = Dataset(campaign_id=campaign.id, version=version, name=base, status="pending", created_by=created_by,
+                      folder=f"datasets/{base}/{version}")
+    db.session.add(dataset)
+    db.session.flush()
+    db.session.execute(text(
+        "INSERT INTO dataset_images (dataset_id, image_id, revision_id) "
+        "SELECT :dataset, image_id, current_revision_id FROM campaign_images "
+        "WHERE campaign_id = :campaign AND current_revision_id IS NOT NULL"),
+        {"dataset": dataset.id, "campaign": campaign.id})
+    jobs.defer(task, configure={"lock": f"dataset:{dataset.id}"}, dataset_id=dataset.id)
+    if commit:
+        db.session.commit()
+    logger.info("dataset version created", extra={"campaign_id": campaign.id, "version": version})
+    return dataset
+
+
+def get(campaign_id: int, version: int) -> Dataset:
+    campaigns.get(campaign_id)
+    dataset = db.session.scalar(select(Dataset).where(Dataset.campaign_id == campaign_id, Dataset.version == version))
+    if dataset is None:
+        raise NotFound(f"campaign {campaign_id} has no dataset version {version}")
+    return dataset
+
+
+def list_versions(campaign_id: int) -> list[Dataset]:
+    campaigns.get(campaign_id)
+    return list(db.session.scalars(select(Dataset).where(Dataset.campaign_id == campaign_id)
+                                   .order_by(Dataset.version.desc())))
+
+
+def retry(campaign_id: int, version: int) -> Dataset:
+    from app.jobs.tasks import build_dataset
+
+    dataset = get(campaign_id, version)
+    if dataset.status != "failed":
+        raise Conflict(f"dataset version {version} is {dataset.status}: only a failed version is retried",
+                       current_status=dataset.status)
+    dataset.status, dataset.error = "pending", None
+    jobs.defer(build_dataset, configure={"lock": f"dataset:{dataset.id}"}, dataset_id=dataset.id)
+    db.session.commit()
+    return dataset
+
+
+# --- building ------------------------------------------------------------------------------------
+
+def build(dataset_id: int) -> None:
+    """Export the files, then register them when Azure ML is configured. Idempotent: a re-run rewrites the
+    same bytes and re-registers the same versions."""
+    state = current_app.extensions["label_store"]
+    dataset = db.session.get(Dataset, dataset_id)
+    if dataset is None or dataset.status == "registered":
+        return
+    settings = state.settings
+    digest, images, objects = _upload_annotations(dataset, state.storage, image_url_prefix(settings))
+    state.storage.upload_bytes(f"{dataset.folder}/MLTable", MLTABLE.encode())
+    dataset.annotations_sha256, dataset.image_count, dataset.object_count = digest, images, objects
+    dataset.status, dataset.date_exported, dataset.error = "exported", datetime.now(timezone.utc), None
+    db.session.commit()
+    logger.info("dataset exported", extra={"dataset_id": dataset_id, "images": images, "objects": objects})
+    if not settings.azure_ml_configured:
+        return
+    from app.azureml import register_dataset
+
+    labels_id, images_id = register_dataset(
+        settings, name=dataset.name, version=dataset.version, labels_folder=dataset.folder,
+        images_folder=_images_folder(dataset), campaign_id=dataset.campaign_id, annotations_sha256=digest,
+        description=f"Labels of campaign {dataset.campaign.title!r} (id {dataset.campaign_id}), version "
+                    f"{dataset.version}: {images} images, {objects} objects")
+    dataset.azureml_labels_id, dataset.azureml_images_id = labels_id, images_id
+    dataset.status, dataset.date_registered = "registered", datetime.now(timezone.utc)
+    db.session.commit()
+    logger.info("dataset registered", extra={"dataset_id": dataset_id})
+
+
+def mark_failed(dataset_id: int, exc: BaseException) -> None:
+    db.session.rollback()
+    dataset = db.session.get(Dataset, dataset_id)
+    if dataset is not None and dataset.status != "registered":
+        dataset.status = "failed"
+        dataset.error = redact(str(exc) if isinstance(exc, RegistrationRefused) else
+                               f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")[:1000]
+        db.session.commit()
+
+
+def _images_folder(dataset: Dataset) -> str:
+    """The common folder of the version's images (their image sets' folder, or the whole image folder)."""
+    settings = current_app.extensions["label_store"].settings
+    folders = db.session.scalars(select(func.distinct(func.regexp_replace(Image.blobstorage_path, "/[^/]*$", "")))
+                                 .join(DatasetImage, DatasetImage.image_id == Image.id)
+                                 .where(DatasetImage.dataset_id == dataset.id).limit(2)).all()
+    return folders[0] if len(folders) == 1 else settings.azure_storage_imageset_folder.strip("/")
+
+
+def image_url_prefix(settings) -> str:
+    """The long-form datastore URI (the short azureml://datastores/... form resolves to nothing offline);
+    without a workspace configured only the short form can be written."""
+    if settings.azure_ml_configured:
+        return (f"azureml://subscriptions/{settings.azure_ml_subscription_id}/resourcegroups/"
+                f"{settings.azure_ml_resource_group}/workspaces/{settings.azure_ml_workspace_name}/datastores/"
+                f"{settings.azure_ml_datastore}/paths/")
+    return f"azureml://datastores/{settings.azure_ml_datastore}/paths/"
+
+
+def _upload_annotations(dataset: Dataset, storage, prefix: str) -> tuple[str, int, int]:
+    digest = hashlib.sha256()
+    counts = {"images": 0, "objects": 0}
+
+    def lines() -> Iterator[bytes]:
+        for image, objects in snapshot_rows(dataset_id=dataset.id):
+            counts["images"] += 1
+            counts["objects"] += len(objects)
+            line = (jsonl_line(image, objects, prefix) + "\n").encode()
+            digest.update(line)
+            yield line
+
+    storage.upload_stream(f"{dataset.folder}/annotations.jsonl", lines())
+    return digest.hexdigest(), counts["images"], counts["objects"]
+
+
+def jsonl_line(image, objects, prefix: str) -> str:
+    """One AutoML-for-images object-detection line: corners normalised to [0, 1], top-left then bottom-right."""
+    width, height = image.width, image.height
+    labels = [{"label": o.label, "topX": _unit(o.box_xmin / width), "topY": _unit(o.box_ymin / height),
+               "bottomX": _unit(o.box_xmax / width), "bottomY": _unit(o.box_ymax / height), "isCrowd": 0}
+              for o in objects]
+    return json.dumps({"image_url": prefix + image.blobstorage_path,
+                       "image_details": {"format": image.filetype, "width": width, "height": height},
+                       "label": labels}, ensure_ascii=False, separators=(",", ":"))
+
+
+def _unit(value: float) -> float:
+    return round(min(1.0, max(0.0, value)), 6)
+
+
+def snapshot_rows(*, dataset_id: int | None = None, campaign_id: int | None = None):
+    """(image, [objects]) in image id order, page by page: a version's snapshot, or a campaign's current labels."""
+    if dataset_id is not None:
+        pairs = select(DatasetImage.image_id, DatasetImage.revision_id).where(DatasetImage.dataset_id == dataset_id)
+        key = DatasetImage.image_id
+    else:
+        pairs = select(CampaignImage.image_id, CampaignImage.current_revision_id.label("revision_id")).where(
+            CampaignImage.campaign_id == campaign_id, CampaignImage.current_revision_id.is_not(None))
+        key = CampaignImage.image_id
+    after = 0
+    while True:
+        page = db.session.execute(pairs.where(key > after).order_by(key).limit(PAGE)).all()
+        if not page:
+            return
+        revisions = {row.image_id: row.revision_id for row in page}
+        images = {i.id: i for i in db.session.scalars(select(Image).where(Image.id.in_(revisions)))}
+        by_revision: dict[int, list] = {r: [] for r in revisions.values()}
+        for obj in db.session.execute(select(LabelObject.revision_id, LabelObject.label, LabelObject.box_xmin,
+                                             LabelObject.box_xmax, LabelObject.box_ymin, LabelObject.box_ymax)
+                                      .where(LabelObject.revision_id.in_(list(by_revision)))
+                                      .order_by(LabelObject.revision_id, LabelObject.id)):
+            by_revision[obj.revision_id].append(obj)
+        for image_id in sorted(revisions):
+            yield images[image_id], by_revision[revisions[image_id]]
+        after = page[-1].image_id
+        for image in images.values():  # keep the identity map from growing with the export
+            db.session.expunge(image)
+
+
+def coco_chunks(*, dataset_id: int | None = None, campaign_id: int | None = None) -> Iterator[str]:
+    """A COCO detection file, streamed: categories first (one query), then images, then annotations."""
+    if dataset_id is not None:
+        revision_ids = select(DatasetImage.revision_id).where(DatasetImage.dataset_id == dataset_id)
+    else:
+        revision_ids = select(CampaignImage.current_revision_id).where(CampaignImage.campaign_id == campaign_id)
+    names = db.session.scalars(select(LabelObject.label).where(LabelObject.revision_id.in_(revision_ids))
+                               .distinct().order_by(LabelObject.label)).all()
+    category = {name: number for number, name in enumerate(names, start=1)}
+    yield '{"info":' + json.dumps({"description": "Label Store export", "version": str(dataset_id or "current")})
+    yield ',"categories":' + json.dumps([{"id": i, "name": n, "supercategory": ""} for n, i in category.items()],
+                                        ensure_ascii=False, separators=(",", ":"))
+    yield ',"images":['
+    first = True
+    for image, _ in snapshot_rows(dataset_id=dataset_id, campaign_id=campaign_id):
+        yield ("" if first else ",") + json.dumps({"id": image.id, "file_name": image.blobstorage_path,
+                                                   "width": image.width, "height": image.height},
+                                                  ensure_ascii=False, separators=(",", ":"))
+        first = False
+    yield '],"annotations":['
+    first, annotation_id = True, 0
+    for image, objects in snapshot_rows(dataset_id=dataset_id, campaign_id=campaign_id):
+        parts = []
+        for obj in objects:
+            annotation_id += 1
+            w, h = obj.box_xmax - obj.box_xmin, obj.box_ymax - obj.box_ymin
+            parts.append(json.dumps({"id": annotation_id, "image_id": image.id, "category_id": category[obj.label],
+                                     "bbox": [obj.box_xmin, obj.box_ymin, w, h], "area": w * h, "iscrowd": 0},
+                                    separators=(",", ":")))
+        if parts:
+            yield ("" if first else ",") + ",".join(parts)
+            first = False
+    yield "]}"
