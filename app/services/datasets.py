@@ -11,6 +11,7 @@ import json
 import logging
 import re
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from flask import current_app
@@ -26,7 +27,6 @@ from app.services import campaigns
 
 logger = logging.getLogger(__name__)
 
-PAGE = 2000  # images read per query while exporting
 MLTABLE = """\
 type: mltable
 paths:
@@ -203,41 +203,84 @@ def jsonl_line(image, objects, prefix: str) -> str:
                        "label": labels}, ensure_ascii=False, separators=(",", ":"))
 
 
+def _num(value: float) -> str:
+    """A JSON number as json.dumps writes it (integers without a trailing .0)."""
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
+
+
 def _unit(value: float) -> float:
     return round(min(1.0, max(0.0, value)), 6)
 
 
-def snapshot_rows(*, dataset_id: int | None = None, campaign_id: int | None = None):
-    """(image, [objects]) in image id order, page by page: a version's snapshot, or a campaign's current labels."""
+def _pairs_sql(dataset_id: int | None, campaign_id: int | None) -> tuple[str, dict]:
     if dataset_id is not None:
-        pairs = select(DatasetImage.image_id, DatasetImage.revision_id).where(DatasetImage.dataset_id == dataset_id)
-        key = DatasetImage.image_id
-    else:
-        pairs = select(CampaignImage.image_id, CampaignImage.current_revision_id.label("revision_id")).where(
-            CampaignImage.campaign_id == campaign_id, CampaignImage.current_revision_id.is_not(None))
-        key = CampaignImage.image_id
-    after = 0
-    while True:
-        page = db.session.execute(pairs.where(key > after).order_by(key).limit(PAGE)).all()
-        if not page:
-            return
-        revisions = {row.image_id: row.revision_id for row in page}
-        images = {i.id: i for i in db.session.scalars(select(Image).where(Image.id.in_(revisions)))}
-        by_revision: dict[int, list] = {r: [] for r in revisions.values()}
-        for obj in db.session.execute(select(LabelObject.revision_id, LabelObject.label, LabelObject.box_xmin,
-                                             LabelObject.box_xmax, LabelObject.box_ymin, LabelObject.box_ymax)
-                                      .where(LabelObject.revision_id.in_(list(by_revision)))
-                                      .order_by(LabelObject.revision_id, LabelObject.id)):
-            by_revision[obj.revision_id].append(obj)
-        for image_id in sorted(revisions):
-            yield images[image_id], by_revision[revisions[image_id]]
-        after = page[-1].image_id
-        for image in images.values():  # keep the identity map from growing with the export
-            db.session.expunge(image)
+        return "SELECT image_id, revision_id FROM dataset_images WHERE dataset_id = :owner", {"owner": dataset_id}
+    return ("SELECT image_id, current_revision_id AS revision_id FROM campaign_images "
+            "WHERE campaign_id = :owner AND current_revision_id IS NOT NULL", {"owner": campaign_id})
+
+
+@dataclass(frozen=True)
+class ImageRow:
+    id: int
+    blobstorage_path: str
+    filetype: str
+    width: int
+    height: int
+
+
+def snapshot_rows(*, dataset_id: int | None = None, campaign_id: int | None = None,
+                  with_objects: bool = True) -> Iterator[tuple[ImageRow, list]]:
+    """(image, [objects]) in image id order: a version's snapshot, or a campaign's current labels.
+
+    One query streamed through a server-side cursor and grouped as it comes: memory holds one image's
+    objects at a time, however large the campaign."""
+    pairs, params = _pairs_sql(dataset_id, campaign_id)
+    objects = ("LEFT JOIN objects o ON o.revision_id = p.revision_id" if with_objects else "")
+    columns = ", o.label, o.box_xmin, o.box_xmax, o.box_ymin, o.box_ymax" if with_objects else ""
+    order = ", o.id" if with_objects else ""
+    query = text(f"SELECT i.id, i.blobstorage_path, i.filetype, i.width, i.height{columns} FROM ({pairs}) p "
+                 f"JOIN images i ON i.id = p.image_id {objects} ORDER BY i.id{order}")
+    result = db.session.execute(query, params, execution_options={"stream_results": True, "max_row_buffer": 5000})
+    current, found = None, []
+    for row in result:
+        if current is None or row[0] != current.id:
+            if current is not None:
+                yield current, found
+            current, found = ImageRow(*row[:5]), []
+        if with_objects and row[5] is not None:
+            found.append(_Box(*row[5:]))
+    if current is not None:
+        yield current, found
+
+
+@dataclass(frozen=True)
+class _Box:
+    label: str
+    box_xmin: float
+    box_xmax: float
+    box_ymin: float
+    box_ymax: float
+
+
+def _buffered(pieces: Iterator[str], size: int = 64 * 1024) -> Iterator[str]:
+    """Fewer, larger chunks for the response (each chunk costs a trip through the ASGI bridge)."""
+    buffer, length = [], 0
+    for piece in pieces:
+        buffer.append(piece)
+        length += len(piece)
+        if length >= size:
+            yield "".join(buffer)
+            buffer, length = [], 0
+    if buffer:
+        yield "".join(buffer)
 
 
 def coco_chunks(*, dataset_id: int | None = None, campaign_id: int | None = None) -> Iterator[str]:
     """A COCO detection file, streamed: categories first (one query), then images, then annotations."""
+    return _buffered(_coco_pieces(dataset_id, campaign_id))
+
+
+def _coco_pieces(dataset_id: int | None, campaign_id: int | None) -> Iterator[str]:
     if dataset_id is not None:
         revision_ids = select(DatasetImage.revision_id).where(DatasetImage.dataset_id == dataset_id)
     else:
@@ -250,7 +293,7 @@ def coco_chunks(*, dataset_id: int | None = None, campaign_id: int | None = None
                                         ensure_ascii=False, separators=(",", ":"))
     yield ',"images":['
     first = True
-    for image, _ in snapshot_rows(dataset_id=dataset_id, campaign_id=campaign_id):
+    for image, _ in snapshot_rows(dataset_id=dataset_id, campaign_id=campaign_id, with_objects=False):
         yield ("" if first else ",") + json.dumps({"id": image.id, "file_name": image.blobstorage_path,
                                                    "width": image.width, "height": image.height},
                                                   ensure_ascii=False, separators=(",", ":"))
@@ -259,12 +302,12 @@ def coco_chunks(*, dataset_id: int | None = None, campaign_id: int | None = None
     first, annotation_id = True, 0
     for image, objects in snapshot_rows(dataset_id=dataset_id, campaign_id=campaign_id):
         parts = []
-        for obj in objects:
+        for obj in objects:  # numbers only: formatted directly, json.dumps per object costs twice as much
             annotation_id += 1
             w, h = obj.box_xmax - obj.box_xmin, obj.box_ymax - obj.box_ymin
-            parts.append(json.dumps({"id": annotation_id, "image_id": image.id, "category_id": category[obj.label],
-                                     "bbox": [obj.box_xmin, obj.box_ymin, w, h], "area": w * h, "iscrowd": 0},
-                                    separators=(",", ":")))
+            parts.append(f'{{"id":{annotation_id},"image_id":{image.id},"category_id":{category[obj.label]},'
+                         f'"bbox":[{_num(obj.box_xmin)},{_num(obj.box_ymin)},{_num(w)},{_num(h)}],'
+                         f'"area":{_num(w * h)},"iscrowd":0}}')
         if parts:
             yield ("" if first else ",") + ",".join(parts)
             first = False
