@@ -20,6 +20,12 @@ $(VENV)/.installed-test: $(VENV)/.installed test_requirements.txt
 	$(PIP) install --quiet --disable-pip-version-check -r test_requirements.txt
 	touch $@
 
+# mltable in a virtualenv of its own: it pins azure-identity older than ours (tests/test_azureml.py uses it).
+.venv-mltable/.installed: tests/mltable_requirements.txt
+	test -x .venv-mltable/bin/python || $(PYTHON) -m venv .venv-mltable
+	.venv-mltable/bin/pip install --quiet --disable-pip-version-check -r tests/mltable_requirements.txt
+	touch $@
+
 node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
@@ -33,7 +39,7 @@ browser:
 
 install: $(VENV)/.installed node_modules/.installed
 
-install-test: $(VENV)/.installed-test node_modules/.installed browser
+install-test: $(VENV)/.installed-test node_modules/.installed .venv-mltable/.installed browser
 
 run: install
 	$(PY) -m app run

@@ -65,6 +65,9 @@ class Settings(BaseSettings):
     azure_ml_sp_tenant_id: str | None = None
     azure_ml_sp_application_id: str | None = None
     azure_ml_sp_password: SecretStr | None = None
+    azure_ml_resource_manager_url: str | None = None  # a sovereign/private cloud's ARM endpoint; unset: public Azure
+    azure_ml_authority_host: str | None = None  # its Entra ID authority; unset: login.microsoftonline.com
+    azure_ml_ca_bundle: Path | None = None  # extra CA certificates for those endpoints
 
     # --- access control
     api_key_pepper: SecretStr | None = None  # required with an external database

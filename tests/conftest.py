@@ -159,7 +159,9 @@ def image_set(make_image_set):
 # --- processes -------------------------------------------------------------------------------------
 
 def env_for(overrides: dict) -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DB_", "AZURE_", "BOOTSTRAP_", "API_KEY"))}
+    # AZUREML_*: azure-ai-ml records its current cloud there, which a child must not inherit.
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("DB_", "AZURE_", "AZUREML_", "BOOTSTRAP_", "API_KEY"))}
     env.update({k.upper(): str(v) for k, v in overrides.items()})
     env["PYTHONPATH"] = str(ROOT)
     return env

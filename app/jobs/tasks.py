@@ -41,11 +41,12 @@ def finish_image_set(context, imageset_id: int) -> None:
 @in_app_context
 def build_dataset(context, dataset_id: int) -> None:
     """Export a dataset version's files and register them in Azure ML (app.services.datasets); idempotent."""
+    from app.azureml import RegistrationRefused
     from app.services import datasets
 
     try:
         datasets.build(dataset_id)
-    except datasets.RegistrationRefused as refused:  # retrying cannot help: say why and stop
+    except RegistrationRefused as refused:  # retrying cannot help: say why and stop
         datasets.mark_failed(dataset_id, refused)
     except Exception as exc:
         if context.job.attempts + 1 >= BACKOFF.max_attempts:

@@ -18,6 +18,7 @@ from flask import current_app
 from sqlalchemy import func, select, text
 
 from app import jobs
+from app.azureml import RegistrationRefused, datastore_uri
 from app.auth import Caller
 from app.errors import Conflict, NotFound
 from app.extensions import db
@@ -40,10 +41,6 @@ transformations:
       - columns: image_url
         column_type: stream_info
 """
-
-
-class RegistrationRefused(Exception):
-    """Azure ML refused for good (bad credentials, immutable asset path, missing workspace): not retried."""
 
 
 def asset_base(title: str) -> str:
@@ -170,9 +167,7 @@ def image_url_prefix(settings) -> str:
     """The long-form datastore URI (the short azureml://datastores/... form resolves to nothing offline);
     without a workspace configured only the short form can be written."""
     if settings.azure_ml_configured:
-        return (f"azureml://subscriptions/{settings.azure_ml_subscription_id}/resourcegroups/"
-                f"{settings.azure_ml_resource_group}/workspaces/{settings.azure_ml_workspace_name}/datastores/"
-                f"{settings.azure_ml_datastore}/paths/")
+        return datastore_uri(settings, "")
     return f"azureml://datastores/{settings.azure_ml_datastore}/paths/"
 
 

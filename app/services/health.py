@@ -67,11 +67,14 @@ def _azure_ml(app) -> str:
     settings = app.extensions["label_store"].settings
     if not settings.azure_ml_configured:
         return "not configured: datasets are exported to blob storage but not registered"
-    return f"configured for workspace {settings.azure_ml_workspace_name!r}"
+    from app.azureml import probe
+
+    return probe(settings)
 
 
-CHECKS = {"database": (_database, True), "blob_storage": (_storage, True), "job_queue": (_jobs, True),
-          "azure_ml": (_azure_ml, False)}
+# name -> (probe, required?); Azure ML is required only when it is configured.
+CHECKS = {"database": (_database, lambda s: True), "blob_storage": (_storage, lambda s: True),
+          "job_queue": (_jobs, lambda s: True), "azure_ml": (_azure_ml, lambda s: s.azure_ml_configured)}
 
 
 def status(app) -> tuple[bool, dict[str, Check]]:
@@ -79,8 +82,9 @@ def status(app) -> tuple[bool, dict[str, Check]]:
     deadline = time.monotonic() + timeout
     futures = {name: _pool.submit(fn, app) for name, (fn, _) in CHECKS.items()}
     results: dict[str, Check] = {}
+    settings = app.extensions["label_store"].settings
     for name, future in futures.items():
-        required = CHECKS[name][1]
+        required = CHECKS[name][1](settings)
         try:
             message = future.result(timeout=max(0.0, deadline - time.monotonic()))
             results[name] = Check(name, True, message, required)
