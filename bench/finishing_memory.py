@@ -120,8 +120,7 @@ def main() -> None:
           f"(accepted {finishing['accepted']}, duplicates {finishing['duplicates']}, rejected {finishing['rejected']})")
     print(f"peak RSS, app created only        {base_mb:7.1f} MB  (baseline)")
     print(f"peak RSS, app created + finishing {peak_mb:7.1f} MB  ratio {peak_mb / base_mb:4.2f}x")
-    print(f"finishing adds                    {peak_mb - base_mb:7.1f} MB  "
-          f"({(peak_mb - base_mb) * 1024 / n:.2f} KiB per image)")
+    print(f"finishing adds                    {peak_mb - base_mb:7.1f} MB")
     print(f"under {LIMIT_MB} MB: {'yes' if peak_mb < LIMIT_MB else 'NO'}")
     print(f"(ru_maxrss seen by the children, inflated by the parent's peak: baseline "
           f"{baseline['ru_maxrss_kib'] / 1024:.1f} MB, finishing {finishing['ru_maxrss_kib'] / 1024:.1f} MB)")

@@ -31,6 +31,8 @@ class Discarded(logging.Filter):
     count = 0
 
     def filter(self, record):
+        if not record.getMessage().startswith("Connection pool is full"):
+            return True
         Discarded.count += 1
         return False
 

@@ -102,14 +102,14 @@ def main() -> None:
             pg.stop()
 
     print(f"{n} images, per_page={PER_PAGE}, median of {REPS} requests each (Connexion test client)")
-    print(f"first page (page=1)                      {first_page:7.2f} ms  (baseline)")
-    print(f"deepest offset page (page={last_page:<6})        {deepest_page:7.2f} ms  "
-          f"deepest-offset/first-page {deepest_page / first_page:4.2f}")
-    print(f"first cursor page (cursor=)              {first_cursor:7.2f} ms  "
-          f"first-cursor/first-page {first_cursor / first_page:4.2f}")
-    print(f"deepest cursor page (page {pages} of the walk) {deepest:7.2f} ms  "
-          f"deepest-cursor/first-page {deepest / first_page:4.2f} (goal <= 1.5)")
-
+    rows = [("first page (page=1)", first_page, "baseline"),
+            (f"deepest offset page (page={last_page})", deepest_page,
+             f"deepest-offset/first-page {deepest_page / first_page:4.2f}"),
+            ("first cursor page (cursor=)", first_cursor, f"first-cursor/first-page {first_cursor / first_page:4.2f}"),
+            (f"deepest cursor page ({pages}th of the walk)", deepest,
+             f"deepest-cursor/first-page {deepest / first_page:4.2f} (goal <= 1.5)")]
+    for label, ms, note in rows:
+        print(f"{label:40} {ms:7.2f} ms  {note}")
 
 if __name__ == "__main__":
     main()

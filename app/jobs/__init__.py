@@ -10,6 +10,7 @@ import functools
 import logging
 
 import procrastinate
+from flask import has_app_context
 from procrastinate.contrib.sqlalchemy import SQLAlchemyPsycopg2Connector
 
 logger = logging.getLogger(__name__)
@@ -40,6 +41,8 @@ def in_app_context(fn):
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        if has_app_context():  # called directly by code that already has its app (tests, other tasks)
+            return fn(*args, **kwargs)
         with flask_app().app_context():
             return fn(*args, **kwargs)
 

@@ -50,7 +50,7 @@ def finish(imageset_id: int) -> None:
         return
     container, settings = image_set.upload_container, state.settings
 
-    image_set.progress_total = sum(1 for _ in state.storage.list_upload_area(container))
+    image_set.progress_total = state.storage.count_upload_area(container)
     db.session.commit()
     done = set(db.session.scalars(select(FinishReport.name).where(FinishReport.imageset_id == imageset_id)))
 
