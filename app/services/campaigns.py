@@ -20,6 +20,7 @@ from app.errors import Conflict, NotFound, Unprocessable
 from app.extensions import db
 from app.models import ApiKey, ApiKeyCampaign, Campaign, CampaignImage, Image, LabelObject, LabelRevision
 from app.services import images, keys
+from app.services.lookup import get_or_404
 from app.services.pagination import Page, paginate
 
 logger = logging.getLogger(__name__)
@@ -73,13 +74,7 @@ def create(*, title: str, labeler_email: str, metadata: dict | None, label_trans
 
 
 def get(campaign_id: int, *, for_update: bool = False) -> Campaign:
-    query = select(Campaign).where(Campaign.id == campaign_id)
-    if for_update:
-        query = query.with_for_update(of=Campaign)
-    campaign = db.session.scalar(query)
-    if campaign is None:
-        raise NotFound(f"no campaign {campaign_id}")
-    return campaign
+    return get_or_404(Campaign, campaign_id, "campaign", for_update=for_update)
 
 
 def list_campaigns(*, page: int, per_page: int, caller: Caller) -> Page:

@@ -14,10 +14,11 @@ from sqlalchemy.exc import IntegrityError
 
 from app import jobs
 from app.auth import Caller
-from app.errors import Conflict, NotFound, Unprocessable
+from app.errors import Conflict, Unprocessable
 from app.extensions import db
 from app.models import FinishReport, Image, ImageSet, ImageSetMember
 from app.services import images
+from app.services.lookup import get_or_404
 from app.services.pagination import Page, paginate
 from app.storage import SignedUrl
 
@@ -71,13 +72,7 @@ def upload_url(image_set: ImageSet) -> SignedUrl:
 
 
 def get(imageset_id: int, *, for_update: bool = False) -> ImageSet:
-    query = select(ImageSet).where(ImageSet.id == imageset_id)
-    if for_update:
-        query = query.with_for_update(of=ImageSet)
-    image_set = db.session.scalar(query)
-    if image_set is None:
-        raise NotFound(f"no image set {imageset_id}")
-    return image_set
+    return get_or_404(ImageSet, imageset_id, "image set", for_update=for_update)
 
 
 def list_sets(*, page: int, per_page: int) -> Page:

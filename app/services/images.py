@@ -11,6 +11,7 @@ from sqlalchemy import select
 from app.errors import DomainError, NotFound
 from app.extensions import db
 from app.models import Image, ImageSetMember
+from app.services.lookup import get_or_404
 from app.services.pagination import Page, paginate
 from app.storage import SignedUrl
 
@@ -75,10 +76,7 @@ def list_after(filters: Filters, *, cursor: str, per_page: int) -> tuple[list[Im
 
 
 def get(image_id: int) -> Image:
-    image = db.session.get(Image, image_id)
-    if image is None:
-        raise NotFound(f"no image {image_id}")
-    return image
+    return get_or_404(Image, image_id, "image")
 
 
 def read_url(image: Image) -> SignedUrl:

@@ -1,0 +1,15 @@
+from sqlalchemy import select
+
+from app.errors import NotFound
+from app.extensions import db
+
+
+def get_or_404(model, id_: int, noun: str, *, for_update: bool = False):
+    """The row with this primary key (locked for the transaction with for_update), or NotFound "no <noun> <id>"."""
+    query = select(model).where(model.id == id_)
+    if for_update:
+        query = query.with_for_update(of=model)
+    row = db.session.scalar(query)
+    if row is None:
+        raise NotFound(f"no {noun} {id_}")
+    return row
