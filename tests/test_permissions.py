@@ -46,6 +46,9 @@ RULES = {
     "app.api.datasets.get_version": READ,
     "app.api.datasets.retry": MANAGE,
     "app.api.datasets.coco": READ,
+    "app.api.operations.list_jobs": {"admin"},
+    "app.api.operations.retry_job": {"admin"},
+    "app.api.operations.finishing_histogram": READ,
 }
 # A valid body for each operation that takes one, so allowed calls get past validation.
 BODIES = {
@@ -97,7 +100,7 @@ def target(make_key, image_set, app_context):
     db.session.commit()
     campaign = campaign_with(db, "permission target", [image.id])
     return {"key_id": make_key("reader")["Authentication-Key"], "imageset_id": image_set["imageset_id"],
-            "image_id": image.id, "campaign_id": campaign.id, "version": 1}
+            "image_id": image.id, "campaign_id": campaign.id, "version": 1, "job_id": 1}
 
 
 def campaign_with(db, title, image_ids, status="active"):

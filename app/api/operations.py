@@ -1,0 +1,22 @@
+from app.services import operations
+
+
+def job_out(row) -> dict:
+    return {"job_id": row["id"], "task": row["task_name"], "arguments": row["args"], "status": row["status"],
+            "attempts": row["attempts"], "queue": row["queue_name"],
+            "scheduled_at": row["scheduled_at"].isoformat() if row["scheduled_at"] else None,
+            "last_event": row["last_event"],
+            "last_event_at": row["last_event_at"].isoformat() if row["last_event_at"] else None}
+
+
+def list_jobs(page=1, per_page=50, status=None, task=None):
+    result = operations.list_jobs(page=page, per_page=per_page, status=status, task=task)
+    return {"pagination": result.pagination, "jobs": [job_out(r) for r in result.items]}
+
+
+def retry_job(job_id):
+    return job_out(operations.retry_job(job_id)), 202
+
+
+def finishing_histogram(minutes=60):
+    return {"minutes": [{**row, "minute": row["minute"].isoformat()} for row in operations.finishing_histogram(minutes)]}

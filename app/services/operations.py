@@ -1,0 +1,59 @@
+"""What operators look at: the job queue (procrastinate's tables) and per-minute finishing figures."""
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+from sqlalchemy import text
+
+from app.errors import Conflict, NotFound
+from app.extensions import db
+from app.services.pagination import Page
+
+_JOBS = """
+    SELECT j.id, j.task_name, j.args, j.status::text AS status, j.attempts, j.queue_name, j.scheduled_at,
+           e.type::text AS last_event, e.at AS last_event_at
+    FROM procrastinate_jobs j
+    LEFT JOIN LATERAL (SELECT type, at FROM procrastinate_events WHERE job_id = j.id ORDER BY id DESC LIMIT 1) e
+      ON true
+    WHERE (CAST(:status AS text) IS NULL OR j.status::text = :status)
+      AND (CAST(:task AS text) IS NULL OR j.task_name = :task)
+"""
+
+
+def list_jobs(*, page: int, per_page: int, status: str | None, task: str | None) -> Page:
+    params = {"status": status, "task": task}
+    total = db.session.execute(text(f"SELECT count(*) FROM ({_JOBS}) q"), params).scalar_one()
+    rows = db.session.execute(text(_JOBS + " ORDER BY j.id DESC LIMIT :limit OFFSET :offset"),
+                              {**params, "limit": per_page, "offset": (page - 1) * per_page}).mappings().all()
+    return Page(list(rows), page, per_page, total)
+
+
+def retry_job(job_id: int):
+    from procrastinate.exceptions import ConnectorException
+
+    from app.jobs import queue
+
+    status = db.session.execute(text("SELECT status::text FROM procrastinate_jobs WHERE id = :id"),
+                                {"id": job_id}).scalar()
+    db.session.rollback()  # procrastinate updates the row on its own connection: hold no lock on it here
+    if status is None:
+        raise NotFound(f"no job {job_id}")
+    if status != "failed":
+        raise Conflict(f"job {job_id} is {status}: only a failed job is queued again", current_status=status)
+    try:
+        queue.job_manager.retry_job_by_id(job_id=job_id, retry_at=datetime.now(timezone.utc))
+    except ConnectorException:  # it changed state meanwhile
+        raise Conflict(f"job {job_id} is no longer failed") from None
+    return db.session.execute(text(_JOBS + " AND j.id = :id"), {"status": None, "task": None, "id": job_id}
+                              ).mappings().one()
+
+
+def finishing_histogram(minutes: int) -> list[dict]:
+    since = datetime.now(timezone.utc) - timedelta(minutes=minutes)
+    rows = db.session.execute(text("""
+        SELECT date_trunc('minute', date_processed) AS minute,
+               count(*) FILTER (WHERE outcome = 'accepted') AS accepted,
+               count(*) FILTER (WHERE outcome = 'duplicate') AS duplicate,
+               count(*) FILTER (WHERE outcome = 'rejected') AS rejected
+        FROM finish_reports WHERE date_processed >= :since GROUP BY 1 ORDER BY 1"""), {"since": since}).mappings()
+    return [dict(row) for row in rows]

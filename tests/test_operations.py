@@ -1,0 +1,49 @@
+"""What operators see: the job queue, failed jobs queued again, and files finished per minute."""
+from datetime import datetime, timedelta, timezone
+
+from sqlalchemy import text
+
+from tests.conftest import wait_until
+from tests.test_errors import assert_problem
+from tests.test_jobs import defer_check_storage, job_row
+
+
+def test_failed_jobs_are_listed_and_can_be_queued_again(client, admin, flask_app, start_worker, app_context):
+    from app.extensions import db
+
+    failed_job = defer_check_storage(flask_app)
+    # as it stands after its last attempt failed
+    db.session.execute(text("UPDATE procrastinate_jobs SET status = 'failed', attempts = 8 WHERE id = :id"),
+                       {"id": failed_job})
+    db.session.commit()
+    ok_job = defer_check_storage(flask_app)
+
+    failed = client.get("/api/v1/jobs?status=failed", headers=admin).json()
+    assert [(j["job_id"], j["task"], j["attempts"]) for j in failed["jobs"]] == [(failed_job, "check_storage", 8)]
+    assert client.get("/api/v1/jobs?task=check_storage", headers=admin).json()["pagination"]["total"] == 2
+    assert_problem(client.post(f"/api/v1/jobs/{ok_job}/retry", headers=admin), 409)  # not failed
+    assert_problem(client.post("/api/v1/jobs/999999/retry", headers=admin), 404)
+
+    db.session.execute(text("DELETE FROM procrastinate_jobs WHERE id = :id"), {"id": ok_job})  # one at a time
+    db.session.commit()
+    queued = client.post(f"/api/v1/jobs/{failed_job}/retry", headers=admin)
+    assert queued.status_code == 202 and queued.json()["status"] == "todo"
+    start_worker()
+    wait_until(lambda: job_row(flask_app, failed_job)["status"] == "succeeded", timeout=60, message="the re-run")
+    assert client.get("/api/v1/jobs?status=failed", headers=admin).json()["jobs"] == []
+
+
+def test_files_finished_per_minute(client, admin, image_set, app_context):
+    from app.extensions import db
+
+    now = datetime.now(timezone.utc).replace(second=30, microsecond=0)
+    rows = [("a", "accepted", 0), ("b", "accepted", 0), ("c", "rejected", 0), ("d", "duplicate", 2),
+            ("e", "accepted", 200)]  # the last is older than the window asked for
+    for name, outcome, minutes_ago in rows:
+        db.session.execute(text("INSERT INTO finish_reports (imageset_id, name, outcome, date_processed) "
+                                "VALUES (:s, :n, :o, :t)"), {"s": image_set["imageset_id"], "n": name, "o": outcome,
+                                                             "t": now - timedelta(minutes=minutes_ago)})
+    db.session.commit()
+    buckets = client.get("/api/v1/monitoring/finishing?minutes=60", headers=admin).json()["minutes"]
+    assert [(b["accepted"], b["duplicate"], b["rejected"]) for b in buckets] == [(0, 1, 0), (2, 0, 1)]
+    assert datetime.fromisoformat(buckets[1]["minute"]) == now.replace(second=0)
