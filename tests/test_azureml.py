@@ -88,7 +88,9 @@ def test_finished_campaign_is_registered_as_two_assets(client, admin, labelled, 
 @pytest.mark.parametrize("failure, words", [
     (StandIn.AUTH_FAILURE, ["credentials", "AZURE_ML_SP_PASSWORD"]),
     (StandIn.PATH_IMMUTABLE, ["Asset paths cannot be updated", "immutable"]),
-], ids=["401", "path-immutable"])
+    ((404, {"error": {"code": "ResourceNotFound", "message": "The workspace was not found."}}),
+     ["was not found", "AZURE_ML_WORKSPACE_NAME", WS]),
+], ids=["401", "path-immutable", "workspace-missing"])
 def test_permanent_refusal_fails_the_version_then_retry_registers(client, admin, labelled, aml_worker, standin,
                                                                    failure, words):
     cid = labelled["campaign_id"]
