@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
+import threading
 import sys
 import time
 import uuid
@@ -210,3 +212,98 @@ def wait_until(predicate, timeout: float = 30.0, interval: float = 0.1, message:
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {message}")
         time.sleep(interval)
+
+
+# --- shared data and servers -------------------------------------------------------------------------
+
+@pytest.fixture
+def stored_images(app_context, image_set):
+    """Ten catalogued 100x80 images, written straight to the catalogue."""
+    from app.extensions import db
+    from app.models import Image
+
+    rows = [Image(imageset_id=image_set["imageset_id"], blobstorage_path=f"imagesets/c/{i}.jpg", md5=f"{i:032x}",
+                  filetype="jpeg", filesize=100, width=100, height=80) for i in range(10)]
+    db.session.add_all(rows)
+    db.session.commit()
+    return [r.id for r in rows]
+
+
+@pytest.fixture
+def make_campaign(client, admin):
+    def make(image_ids=(), status="active", **body) -> dict:
+        body.setdefault("title", f"campaign {uuid.uuid4().hex[:8]}")
+        body.setdefault("labeler_email", "labeler@example.org")
+        created = client.post("/api/v1/campaigns", json=body, headers=admin)
+        assert created.status_code == 201, created.text
+        campaign = created.json()
+        if image_ids:
+            added = client.post(f"/api/v1/campaigns/{campaign['campaign_id']}/images",
+                                json=[{"id": i} for i in image_ids], headers=admin)
+            assert added.json() == {"added": len(image_ids)}
+        if status == "active":
+            moved = client.put(f"/api/v1/campaigns/{campaign['campaign_id']}", json={"new_status": "active"},
+                               headers=admin)
+            assert moved.status_code == 200, moved.text
+        return campaign
+
+    return make
+
+
+@pytest.fixture
+def labelled(client, admin, make_campaign, stored_images):
+    """A campaign over three 100x80 images: two labelled (one object and two), one with none."""
+    from tests.test_campaigns import box, submit
+
+    campaign = make_campaign(stored_images[:3], title="Beach/Litter 2026")
+    submit(client, admin, campaign["campaign_id"], [
+        {"image_id": stored_images[0], "objects": [{"bounding_box": box(10, 60, 8, 40), "label": "bottle"}]},
+        {"image_id": stored_images[1], "objects": [{"bounding_box": box(0, 100, 0, 80), "label": "net"},
+                                                   {"bounding_box": box(25, 50, 20, 60), "label": "bottle"}]},
+        {"image_id": stored_images[2], "objects": []}])
+    return campaign
+
+
+@pytest.fixture
+def live_server(cx_app):
+    """The test app served by uvicorn on a free loopback port, for browsers and concurrent clients."""
+    import uvicorn
+
+    from app.embedded.ports import free_port, wait_for_port
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(cx_app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    wait_for_port("127.0.0.1", port)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(10)
+
+
+@pytest.fixture
+def silent_server():
+    """A TCP server that accepts connections and never answers: a hung dependency."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(50)
+    held, stop = [], threading.Event()
+
+    def accept():
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                held.append(listener.accept()[0])
+            except OSError:
+                pass
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield listener.getsockname()[1]
+    stop.set()
+    thread.join()
+    for conn in held:
+        conn.close()
+    listener.close()
+
+

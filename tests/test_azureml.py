@@ -15,8 +15,7 @@ import pytest
 
 from tests.azureml_standin import StandIn
 from tests.conftest import ROOT, env_for, wait_until
-from tests.test_campaigns import box, make_campaign, stored_images, submit  # noqa: F401  (fixtures)
-from tests.test_datasets import labelled, wait_for_version  # noqa: F401  (fixture)
+from tests.test_datasets import wait_for_version
 
 SUB, RG, WS = "00000000-1111-2222-3333-444444444444", "rg-labels", "ws-labels"
 

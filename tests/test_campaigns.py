@@ -1,17 +1,14 @@
 """Campaigns and labels: LabelAPI's flow end to end, validation, history, concurrency and labeler limits."""
 from __future__ import annotations
 
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
 
 from tests import images
-from tests.conftest import wait_until
 from tests.test_errors import assert_problem
-from tests.test_image_sets import finish, put, report, upload_all
-from tests.test_swagger_ui_browser import live_server  # noqa: F401  (fixture)
+from tests.test_image_sets import finish, report, upload_all
 
 
 def pair(token: dict) -> dict:
@@ -20,40 +17,6 @@ def pair(token: dict) -> dict:
 
 def box(xmin=1, xmax=10, ymin=2, ymax=20):
     return {"xmin": xmin, "xmax": xmax, "ymin": ymin, "ymax": ymax}
-
-
-@pytest.fixture
-def stored_images(app_context, image_set):
-    """Ten catalogued 100x80 images, written straight to the catalogue."""
-    from app.extensions import db
-    from app.models import Image
-
-    rows = [Image(imageset_id=image_set["imageset_id"], blobstorage_path=f"imagesets/c/{i}.jpg", md5=f"{i:032x}",
-                  filetype="jpeg", filesize=100, width=100, height=80) for i in range(10)]
-    db.session.add_all(rows)
-    db.session.commit()
-    return [r.id for r in rows]
-
-
-@pytest.fixture
-def make_campaign(client, admin):
-    def make(image_ids=(), status="active", **body) -> dict:
-        body.setdefault("title", f"campaign {uuid.uuid4().hex[:8]}")
-        body.setdefault("labeler_email", "labeler@example.org")
-        created = client.post("/api/v1/campaigns", json=body, headers=admin)
-        assert created.status_code == 201, created.text
-        campaign = created.json()
-        if image_ids:
-            added = client.post(f"/api/v1/campaigns/{campaign['campaign_id']}/images",
-                                json=[{"id": i} for i in image_ids], headers=admin)
-            assert added.json() == {"added": len(image_ids)}
-        if status == "active":
-            moved = client.put(f"/api/v1/campaigns/{campaign['campaign_id']}", json={"new_status": "active"},
-                               headers=admin)
-            assert moved.status_code == 200, moved.text
-        return campaign
-
-    return make
 
 
 def submit(client, headers, campaign_id, items):
@@ -211,7 +174,7 @@ def test_replacing_keeps_every_revision(client, admin, make_campaign, stored_ima
 
 # --- concurrency -----------------------------------------------------------------------------------
 
-def test_fifty_concurrent_submissions(live_server, admin, client, make_campaign, stored_images):  # noqa: F811
+def test_fifty_concurrent_submissions(live_server, admin, client, make_campaign, stored_images):
     campaign = make_campaign(stored_images)
     cid = campaign["campaign_id"]
     url = f"{live_server}/api/v1/campaigns/{cid}/objects"

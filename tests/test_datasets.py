@@ -5,10 +5,9 @@ import hashlib
 import json
 
 import httpx
-import pytest
 
 from tests.conftest import wait_until
-from tests.test_campaigns import box, make_campaign, stored_images, submit  # noqa: F401  (fixtures)
+from tests.test_campaigns import submit
 from tests.test_errors import assert_problem
 
 
@@ -16,18 +15,6 @@ def wait_for_version(client, admin, campaign_id, version, statuses=("exported", 
     url = f"/api/v1/campaigns/{campaign_id}/datasets/{version}"
     return wait_until(lambda: (lambda d: d if d["status"] in statuses else None)(
         client.get(url, headers=admin).json()), timeout=60, message=f"dataset version {version}")
-
-
-@pytest.fixture
-def labelled(client, admin, make_campaign, stored_images):  # noqa: F811
-    """A campaign over three 100x80 images: two labelled (one object and two), one with none."""
-    campaign = make_campaign(stored_images[:3], title="Beach/Litter 2026")
-    submit(client, admin, campaign["campaign_id"], [
-        {"image_id": stored_images[0], "objects": [{"bounding_box": box(10, 60, 8, 40), "label": "bottle"}]},
-        {"image_id": stored_images[1], "objects": [{"bounding_box": box(0, 100, 0, 80), "label": "net"},
-                                                   {"bounding_box": box(25, 50, 20, 60), "label": "bottle"}]},
-        {"image_id": stored_images[2], "objects": []}])
-    return campaign
 
 
 def test_finishing_a_campaign_builds_and_exports_a_version(client, admin, labelled, start_worker, stored_images):

@@ -7,7 +7,6 @@ from sqlalchemy import text
 
 from app.embedded.azurite import Azurite, connection_string
 from tests.conftest import wait_until
-from tests.test_status import silent_server  # noqa: F401  (fixture)
 
 
 def job_row(flask_app, job_id):
@@ -62,7 +61,7 @@ def test_job_is_retried_with_backoff_after_a_failure(tmp_path, flask_app, start_
         restarted.stop()
 
 
-def test_job_of_a_killed_worker_runs_again(flask_app, start_worker, silent_server):  # noqa: F811
+def test_job_of_a_killed_worker_runs_again(flask_app, start_worker, silent_server):
     job_id = defer_check_storage(flask_app)
     # The first worker's storage never answers: the job hangs in it.
     doomed = start_worker(azure_storage_connection_string=connection_string("127.0.0.1", silent_server))

@@ -2,7 +2,6 @@
 import json
 import subprocess
 import sys
-import time
 from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import text

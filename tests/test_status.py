@@ -1,6 +1,4 @@
 """/info/status and /info/version: 200 only when every required dependency answers, fast either way."""
-import socket
-import threading
 import time
 
 import pytest
@@ -62,32 +60,6 @@ def test_red_503_within_5s_when_azurite_is_stopped(tmp_path, app_with_storage):
     check = response.json()["checks"]["blob_storage"]
     assert not check["ok"] and "unreachable" in check["message"]
     assert "AccountKey" not in response.text and "sig=" not in response.text
-
-
-@pytest.fixture
-def silent_server():
-    """A TCP server that accepts connections and never answers: a hung dependency."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(50)
-    held, stop = [], threading.Event()
-
-    def accept():
-        listener.settimeout(0.2)
-        while not stop.is_set():
-            try:
-                held.append(listener.accept()[0])
-            except OSError:
-                pass
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    yield listener.getsockname()[1]
-    stop.set()
-    thread.join()
-    for conn in held:
-        conn.close()
-    listener.close()
 
 
 def test_answers_within_5s_when_storage_hangs(silent_server, app_with_storage):

@@ -1,28 +1,12 @@
 """Swagger UI in a real browser: Authorize asks for both halves of the key pair, and "Try it out" sends
 them (LabelAPI had to switch this off). Drives Debian's Chromium through Playwright; no browser download."""
 import shutil
-import threading
-import time
 
 import pytest
-import uvicorn
 
-from app.embedded.ports import free_port, wait_for_port
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 pytestmark = pytest.mark.browser
-
-
-@pytest.fixture
-def live_server(cx_app):
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(cx_app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    wait_for_port("127.0.0.1", port)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(10)
 
 
 def test_authorize_then_try_it_out_gets_200(live_server, make_key, tmp_path):

@@ -29,21 +29,19 @@ def list_jobs(*, page: int, per_page: int, status: str | None, task: str | None)
 
 
 def retry_job(job_id: int):
-    from procrastinate.exceptions import ConnectorException
+    """failed -> todo, with procrastinate's own query, on this request's transaction."""
+    from procrastinate import sql
 
-    from app.jobs import queue
-
-    status = db.session.execute(text("SELECT status::text FROM procrastinate_jobs WHERE id = :id"),
+    status = db.session.execute(text("SELECT status::text FROM procrastinate_jobs WHERE id = :id FOR UPDATE"),
                                 {"id": job_id}).scalar()
-    db.session.rollback()  # procrastinate updates the row on its own connection: hold no lock on it here
     if status is None:
         raise NotFound(f"no job {job_id}")
     if status != "failed":
         raise Conflict(f"job {job_id} is {status}: only a failed job is queued again", current_status=status)
-    try:
-        queue.job_manager.retry_job_by_id(job_id=job_id, retry_at=datetime.now(timezone.utc))
-    except ConnectorException:  # it changed state meanwhile
-        raise Conflict(f"job {job_id} is no longer failed") from None
+    db.session.connection().exec_driver_sql(sql.queries["retry_job"], {
+        "job_id": job_id, "retry_at": datetime.now(timezone.utc), "new_priority": None, "new_queue_name": None,
+        "new_lock": None})
+    db.session.commit()
     return db.session.execute(text(_JOBS + " AND j.id = :id"), {"status": None, "task": None, "id": job_id}
                               ).mappings().one()
 
