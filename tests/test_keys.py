@@ -4,6 +4,7 @@ import subprocess
 import sys
 from datetime import datetime, timedelta, timezone
 
+import httpx
 from sqlalchemy import text
 
 from tests.conftest import ROOT, env_for
@@ -163,3 +164,17 @@ def test_uploader_keys_are_bound_to_existing_image_sets(client, admin, image_set
         response = client.post("/api/v1/keys", json={"email": "u@example.org", **body}, headers=admin)
         assert_problem(response, 422)
         assert response.json()["field"] == "imageset_ids"
+
+
+def test_behind_a_real_server_revocation_and_scopes_hold(live_server, client, admin, make_campaign, stored_images):
+    """Under uvicorn the key is read on the event loop (not the test client's path): same verdicts."""
+    campaign = make_campaign(stored_images[:1])
+    labeler = {"Authentication-Key": campaign["access_token"]["apikey"],
+               "Authentication-Secret": campaign["access_token"]["apisecret"]}
+    with httpx.Client(base_url=live_server) as http:
+        assert http.get(f"/api/v1/images/{stored_images[0]}/metadata", headers=labeler).status_code == 200
+        assert http.get(f"/api/v1/images/{stored_images[1]}/metadata", headers=labeler).status_code == 404
+        assert http.get("/api/v1/keys", headers=labeler).status_code == 403
+        assert http.get("/api/v1/me", headers={**labeler, "Authentication-Secret": "wrong"}).status_code == 401
+        assert http.delete(f"/api/v1/keys/{labeler['Authentication-Key']}", headers=admin).status_code == 200
+        assert http.get("/api/v1/me", headers=labeler).status_code == 401

@@ -69,6 +69,8 @@ class Authenticator:
     _last_used: dict[int, datetime] = field(default_factory=dict)
     _last_flush: float = field(default_factory=time.monotonic)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _async_pool: object = None
+    _pool_loop: object = None
 
     _COLUMNS = ("id", "key_id", "secret_hash", "previous_secret_hash", "previous_secret_valid_until", "roles",
                 "expires_at", "revoked_at", "principal_id", "kind", "name", "imageset_ids", "campaign_ids")
@@ -77,10 +79,16 @@ class Authenticator:
         PREPARE label_store_key_lookup(text) AS
         SELECT k.id, k.key_id, k.secret_hash, k.previous_secret_hash, k.previous_secret_valid_until,
                k.roles, k.expires_at, k.revoked_at, p.id, p.kind, p.name,
-               ARRAY(SELECT s.imageset_id FROM api_key_image_sets s WHERE s.api_key_id = k.id),
-               ARRAY(SELECT c.campaign_id FROM api_key_campaigns c WHERE c.api_key_id = k.id)
+               CASE WHEN 'uploader' = ANY(k.roles)  -- scopes only for the roles that have them
+                    THEN ARRAY(SELECT s.imageset_id FROM api_key_image_sets s WHERE s.api_key_id = k.id)
+                    ELSE '{}'::int[] END,
+               CASE WHEN 'labeler' = ANY(k.roles)
+                    THEN ARRAY(SELECT c.campaign_id FROM api_key_campaigns c WHERE c.api_key_id = k.id)
+                    ELSE '{}'::int[] END
         FROM api_keys k JOIN principals p ON p.id = k.principal_id
         WHERE k.key_id = $1"""
+
+    _SELECT = _PREPARE.split(" AS\n", 1)[1].replace("$1", "%s")
 
     def _row(self, key_id: str) -> dict | None:
         """One indexed read on an autocommit connection of the auth engine (no pre-ping, no transaction)."""
@@ -105,8 +113,41 @@ class Authenticator:
               path_params: dict | None = None) -> Caller:
         if not secret:
             raise Unauthorized(f"{SECRET_HEADER} header missing. {BOTH_HEADERS}")
+        return self._decide(self._row(key_id[:64]), secret, operation_id, path_params)
+
+    async def check_async(self, key_id: str, secret: str | None, operation_id: str | None,
+                          path_params: dict | None = None) -> Caller:
+        """The same check, its row read on the event loop: no hop to a thread (a quarter of a millisecond)."""
+        pool = await self._pool_for_this_loop()
+        if pool is None:  # another event loop than the pool's (Starlette's test client makes one per request)
+            return await run_in_threadpool(self.check, key_id, secret, operation_id, path_params)
+        if not secret:
+            raise Unauthorized(f"{SECRET_HEADER} header missing. {BOTH_HEADERS}")
+        async with pool.connection() as conn:
+            cursor = await conn.execute(self._SELECT, (key_id[:64],), prepare=True)
+            found = await cursor.fetchone()
+        row = dict(zip(self._COLUMNS, found)) if found else None
+        rules = self.roles_by_operation.get(operation_id or "", ())
+        if any(rule.scope == "image_id" for rule in rules):  # that scope reads the database: not on the loop
+            return await run_in_threadpool(self._decide, row, secret, operation_id, path_params)
+        return self._decide(row, secret, operation_id, path_params)
+
+    async def _pool_for_this_loop(self):
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        if self._async_pool is None:
+            from psycopg_pool import AsyncConnectionPool
+
+            self._pool_loop = loop
+            url = self.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+            self._async_pool = AsyncConnectionPool(url, min_size=1, max_size=10, open=False,
+                                                   kwargs={"autocommit": True, "application_name": "label-store-auth"})
+            await self._async_pool.open(wait=True, timeout=10)
+        return self._async_pool if self._pool_loop is loop else None
+
+    def _decide(self, row: dict | None, secret: str, operation_id: str | None, path_params: dict | None) -> Caller:
         offered = hash_secret(secret, self.pepper)
-        row = self._row(key_id[:64])
         now = datetime.now(timezone.utc)
         # Same work whether the key exists or not, so timing tells nothing about key ids.
         matches = hmac.compare_digest(offered, row["secret_hash"] if row else _DUMMY_HASH)
@@ -217,8 +258,8 @@ async def authenticate(api_key: str, request) -> dict:
     """Connexion apiKey info function for the Authentication-Key scheme; checks the whole pair."""
     authenticator: Authenticator = request.scope["label_store"].authenticator
     operation_id = ((request.scope.get("extensions") or {}).get("connexion_routing") or {}).get("operation_id")
-    caller = await run_in_threadpool(authenticator.check, api_key, request.headers.get(SECRET_HEADER),
-                                     operation_id, request.path_params)
+    caller = await authenticator.check_async(api_key, request.headers.get(SECRET_HEADER), operation_id,
+                                             request.path_params)
     return {"sub": caller.key_id, "caller": caller}
 
 

@@ -13,14 +13,13 @@ from datetime import datetime, timezone
 
 from sqlalchemy import func, select, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.exc import IntegrityError
 
 from app.auth import Caller
 from app.errors import Conflict, NotFound, Unprocessable
 from app.extensions import db
 from app.models import ApiKey, ApiKeyCampaign, Campaign, CampaignImage, Image, LabelObject, LabelRevision
 from app.services import images, keys
-from app.services.lookup import get_or_404
+from app.services.lookup import add_titled, get_or_404
 from app.services.pagination import Page, paginate
 
 logger = logging.getLogger(__name__)
@@ -39,8 +38,6 @@ class AccessToken:
 
 def create(*, title: str, labeler_email: str, metadata: dict | None, label_translations: dict | None,
            labels: list[str] | None, created_by: Caller) -> tuple[Campaign, AccessToken]:
-    if db.session.scalar(select(Campaign.id).where(Campaign.title == title)):
-        raise Conflict(f"campaign title {title!r} is already taken", field="title")
     if labels is not None and label_translations:
         unknown = sorted({v for v in label_translations.values() if v not in labels})
         if unknown:
@@ -50,12 +47,7 @@ def create(*, title: str, labeler_email: str, metadata: dict | None, label_trans
     campaign = Campaign(title=title, status="created", meta_data=metadata, label_translations=label_translations,
                         labels=labels, labeler=labeler, created_by_id=created_by.principal_id, progress_total=0,
                         progress_done=0)
-    db.session.add(campaign)
-    try:
-        db.session.flush()
-    except IntegrityError:
-        db.session.rollback()
-        raise Conflict(f"campaign title {title!r} is already taken", field="title") from None
+    add_titled(campaign, "campaign")
     now = datetime.now(timezone.utc)
     existing = db.session.scalar(
         select(ApiKey).where(ApiKey.principal_id == labeler.id, ApiKey.roles.any("labeler"),

@@ -10,7 +10,6 @@ from datetime import timedelta
 from flask import current_app
 from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.exc import IntegrityError
 
 from app import jobs
 from app.auth import Caller
@@ -18,7 +17,7 @@ from app.errors import Conflict, Unprocessable
 from app.extensions import db
 from app.models import FinishReport, Image, ImageSet, ImageSetMember
 from app.services import images
-from app.services.lookup import get_or_404
+from app.services.lookup import add_titled, get_or_404
 from app.services.pagination import Page, paginate
 from app.storage import SignedUrl
 
@@ -44,8 +43,6 @@ def check_title(title: str) -> str:
 
 def create(*, title: str, metadata: dict | None, created_by: Caller) -> tuple[ImageSet, SignedUrl]:
     check_title(title)
-    if db.session.scalar(select(ImageSet.id).where(ImageSet.title == title)):
-        raise Conflict(f"image set title {title!r} is already taken", field="title")
     state = _state()
     image_set = ImageSet(
         title=title, meta_data=metadata, status="created", created_by_id=created_by.principal_id,
@@ -53,12 +50,7 @@ def create(*, title: str, metadata: dict | None, created_by: Caller) -> tuple[Im
         # One container per upload area, so a container SAS confines the client to this set's uploads.
         upload_container=f"{state.settings.azure_storage_imageset_container}-up-{uuid.uuid4().hex[:20]}",
         progress_accepted=0, progress_duplicates=0, progress_rejected=0)
-    db.session.add(image_set)
-    try:
-        db.session.flush()
-    except IntegrityError:
-        db.session.rollback()
-        raise Conflict(f"image set title {title!r} is already taken", field="title") from None
+    add_titled(image_set, "image set")
     state.storage.create_upload_area(image_set.upload_container)
     db.session.commit()
     logger.info("image set created", extra={"imageset_id": image_set.id})

@@ -1,6 +1,7 @@
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 
-from app.errors import NotFound
+from app.errors import Conflict, NotFound
 from app.extensions import db
 
 
@@ -13,3 +14,13 @@ def get_or_404(model, id_: int, noun: str, *, for_update: bool = False):
     if row is None:
         raise NotFound(f"no {noun} {id_}")
     return row
+
+
+def add_titled(row, noun: str) -> None:
+    """Add a row whose title is unique; the unique constraint decides (also between concurrent requests)."""
+    db.session.add(row)
+    try:
+        db.session.flush()
+    except IntegrityError:
+        db.session.rollback()
+        raise Conflict(f"{noun} title {row.title!r} is already taken", field="title") from None
