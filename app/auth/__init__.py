@@ -258,8 +258,9 @@ async def authenticate(api_key: str, request) -> dict:
     """Connexion apiKey info function for the Authentication-Key scheme; checks the whole pair."""
     authenticator: Authenticator = request.scope["label_store"].authenticator
     operation_id = ((request.scope.get("extensions") or {}).get("connexion_routing") or {}).get("operation_id")
+    scoped = any(rule.scope for rule in authenticator.roles_by_operation.get(operation_id or "", ()))
     caller = await authenticator.check_async(api_key, request.headers.get(SECRET_HEADER), operation_id,
-                                             request.path_params)
+                                             request.path_params if scoped else {})  # parsed only when needed
     return {"sub": caller.key_id, "caller": caller}
 
 
