@@ -5,6 +5,7 @@ import sys
 from datetime import datetime, timedelta, timezone
 
 import httpx
+import pytest
 from sqlalchemy import text
 
 from tests.conftest import ROOT, env_for
@@ -178,3 +179,18 @@ def test_behind_a_real_server_revocation_and_scopes_hold(live_server, client, ad
         assert http.get("/api/v1/me", headers={**labeler, "Authentication-Secret": "wrong"}).status_code == 401
         assert http.delete(f"/api/v1/keys/{labeler['Authentication-Key']}", headers=admin).status_code == 200
         assert http.get("/api/v1/me", headers=labeler).status_code == 401
+
+
+def test_keys_still_work_after_the_database_restarts(live_server, admin, pg_server, client):
+    if pg_server is None:
+        pytest.skip("TEST_DATABASE_URL points at a server this test may not restart")
+    from app.extensions import db
+
+    db.session.close()  # the test's own session: hand its connection back before the restart
+    with httpx.Client(base_url=live_server) as http:
+        assert http.get("/api/v1/me", headers=admin).status_code == 200  # pooled connections now open
+        pg_server.stop()
+        pg_server.start()  # same data directory, same port
+        assert http.get("/api/v1/me", headers=admin).status_code == 200
+        assert http.get("/api/v1/me", headers={**admin, "Authentication-Secret": "wrong"}).status_code == 401
+    assert client.get("/api/v1/me", headers=admin).status_code == 200  # the thread-pool path too

@@ -106,6 +106,7 @@ class Authenticator:
                 conn.invalidate()  # a dropped connection or a stale prepared plan: retry once on a fresh one
                 if attempt == 2:
                     raise
+                self.engine.dispose()  # after a database restart every pooled connection is dead
             finally:
                 conn.close()
 
@@ -123,9 +124,18 @@ class Authenticator:
             return await run_in_threadpool(self.check, key_id, secret, operation_id, path_params)
         if not secret:
             raise Unauthorized(f"{SECRET_HEADER} header missing. {BOTH_HEADERS}")
-        async with pool.connection() as conn:
-            cursor = await conn.execute(self._SELECT, (key_id[:64],), prepare=True)
-            found = await cursor.fetchone()
+        import psycopg
+
+        for attempt in (1, 2):  # a connection dropped by a database restart: once more, on a fresh one
+            try:
+                async with pool.connection() as conn:
+                    cursor = await conn.execute(self._SELECT, (key_id[:64],), prepare=True)
+                    found = await cursor.fetchone()
+                break
+            except psycopg.OperationalError:
+                if attempt == 2:
+                    raise
+                await pool.check()  # drop every broken idle connection, not just this one
         row = dict(zip(self._COLUMNS, found)) if found else None
         rules = self.roles_by_operation.get(operation_id or "", ())
         if any(rule.scope == "image_id" for rule in rules):  # that scope reads the database: not on the loop
