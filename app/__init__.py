@@ -17,7 +17,7 @@ from flask import request  # noqa: E402
 from app import errors, jobs, logs  # noqa: E402
 from app.api import resolver as api_resolver  # noqa: E402
 from app.api.validation import VALIDATOR_MAP  # noqa: E402
-from app.auth import Authenticator, roles_from_spec  # noqa: E402
+from app.auth import SECURITY_MAP, Authenticator, roles_from_spec  # noqa: E402
 from app.extensions import db, migrate  # noqa: E402
 from app.middleware import RequestContextMiddleware  # noqa: E402
 from app.settings import Settings, load_or_exit  # noqa: E402
@@ -81,7 +81,8 @@ def create_app(settings: Settings | None = None, *, validate_responses: bool = F
     cx.add_api("info.yaml", base_path="", name="info", resolver=api_resolver, swagger_ui_options=SwaggerUIOptions(
         swagger_ui=False, serve_spec=False), validate_responses=validate_responses, strict_validation=True)
     cx.add_api("api.yaml", base_path="/api/v1", name="api_v1", validate_responses=validate_responses,
-               strict_validation=True, resolver=api_resolver, validator_map=VALIDATOR_MAP, swagger_ui_options=SwaggerUIOptions(
+               strict_validation=True, resolver=api_resolver, validator_map=VALIDATOR_MAP, security_map=SECURITY_MAP,
+               swagger_ui_options=SwaggerUIOptions(
                    swagger_ui_path="/ui", spec_path="/openapi.json",
                    swagger_ui_config={"persistAuthorization": True, "displayRequestDuration": True}))
     with flask_app.app_context():

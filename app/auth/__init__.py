@@ -8,6 +8,7 @@ very next request on every process; `last_used_at` is written in batches, at mos
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import logging
@@ -18,6 +19,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 import connexion
+from connexion.security import ApiKeySecurityHandler
+from connexion.utils import inspect_function_arguments
 from sqlalchemy import text
 from starlette.concurrency import run_in_threadpool
 
@@ -281,3 +284,17 @@ def secret_present(api_key: str) -> dict:
 
 def current_caller() -> Caller:
     return connexion.context.context["token_info"]["AuthenticationKey"]["caller"]
+
+
+class _SignatureCachingApiKeyHandler(ApiKeySecurityHandler):
+    """Connexion's apiKey handler, minus an inspect.signature() of our function four times per request
+    (~0.15 ms): the function's signature never changes."""
+
+    @staticmethod
+    @functools.lru_cache(maxsize=64)
+    def _accepts_kwarg(func, keyword: str) -> bool:
+        arguments, has_kwargs = inspect_function_arguments(func)
+        return has_kwargs or keyword in arguments
+
+
+SECURITY_MAP = {"apiKey": _SignatureCachingApiKeyHandler}
