@@ -194,3 +194,36 @@ def test_keys_still_work_after_the_database_restarts(live_server, admin, pg_serv
         assert http.get("/api/v1/me", headers=admin).status_code == 200
         assert http.get("/api/v1/me", headers={**admin, "Authentication-Secret": "wrong"}).status_code == 401
     assert client.get("/api/v1/me", headers=admin).status_code == 200  # the thread-pool path too
+
+
+def test_first_requests_while_the_database_is_down_do_not_break_later_ones(pg_server, settings_overrides, admin):
+    """An API process whose first authentication finds the database down recovers once it is back."""
+    if pg_server is None:
+        pytest.skip("TEST_DATABASE_URL points at a server this test may not stop")
+    import threading
+
+    import uvicorn
+
+    from app import create_app
+    from app.embedded.ports import free_port, wait_for_port
+    from app.extensions import db
+    from app.settings import load
+
+    db.session.close()
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(load(**settings_overrides)), host="127.0.0.1", port=port,
+                                          log_level="warning", lifespan="off"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    wait_for_port("127.0.0.1", port)
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
+            pg_server.stop()
+            try:
+                assert http.get("/api/v1/me", headers=admin).status_code == 500
+            finally:
+                pg_server.start()
+            assert http.get("/api/v1/me", headers=admin).status_code == 200
+    finally:
+        server.should_exit = True
+        thread.join(10)

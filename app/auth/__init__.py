@@ -74,6 +74,7 @@ class Authenticator:
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _async_pool: object = None
     _pool_loop: object = None
+    _pool_opening: object = None
 
     _COLUMNS = ("id", "key_id", "secret_hash", "previous_secret_hash", "previous_secret_valid_until", "roles",
                 "expires_at", "revoked_at", "principal_id", "kind", "name", "imageset_ids", "campaign_ids")
@@ -146,18 +147,30 @@ class Authenticator:
         return self._decide(row, secret, operation_id, path_params)
 
     async def _pool_for_this_loop(self):
+        """The async pool, opened once for this loop by one shared task (concurrent first requests await the
+        same one); an open that failed (database down) is forgotten, so the next request tries again."""
         import asyncio
 
         loop = asyncio.get_running_loop()
         if self._async_pool is None:
             from psycopg_pool import AsyncConnectionPool
 
-            self._pool_loop = loop
             url = self.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+            self._pool_loop = loop
             self._async_pool = AsyncConnectionPool(url, min_size=1, max_size=10, open=False,
                                                    kwargs={"autocommit": True, "application_name": "label-store-auth"})
-            await self._async_pool.open(wait=True, timeout=10)
-        return self._async_pool if self._pool_loop is loop else None
+            self._pool_opening = loop.create_task(self._async_pool.open(wait=True, timeout=10))
+        if self._pool_loop is not loop:
+            return None
+        pool = self._async_pool
+        try:
+            await asyncio.shield(self._pool_opening)  # done after the first time: costs nothing
+        except Exception:
+            if self._async_pool is pool:
+                self._async_pool = None
+                await pool.close()
+            raise
+        return pool
 
     def _decide(self, row: dict | None, secret: str, operation_id: str | None, path_params: dict | None) -> Caller:
         offered = hash_secret(secret, self.pepper)
