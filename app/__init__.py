@@ -45,7 +45,7 @@ def sqlalchemy_url(url: str) -> str:
 
 
 def create_app(settings: Settings | None = None, *, validate_responses: bool = False) -> connexion.FlaskApp:
-    settings = settings or load_or_exit()
+    settings = settings or load_or_exit(need_servers=True)
     if settings.db_connection_string is None or settings.embedded_storage:
         raise RuntimeError("create_app needs DB_CONNECTION_STRING and blob storage settings; "
                            "`make run` (python -m app run) starts the embedded ones and passes them on")

@@ -25,26 +25,68 @@ def psycopg_conninfo(url: str) -> str:
 
 # --- migrate ------------------------------------------------------------------------------------
 
+# One `migrate` at a time per database (replicas that all migrate at start, a one-shot job run twice):
+# a session-level advisory lock, released at the end or when the process dies.
+MIGRATE_LOCK_KEY = 0x4C53_4D49  # "LSMI"
+
+
 def migrate_database(cx_app) -> None:
-    """Alembic upgrade to head (procrastinate's schema included), then the bootstrap admin if configured."""
+    """Alembic upgrade to head (procrastinate's schema included), the image container, then the bootstrap
+    admin if configured; all under the migrate lock, so concurrent runs wait and then find nothing to do."""
     from flask_migrate import upgrade
+    from sqlalchemy import text
+
+    from app.extensions import db
 
     with cx_app.app.app_context():
-        upgrade()
-        cx_app.app.extensions["label_store"].storage.ensure_container()
-        settings = cx_app.app.extensions["label_store"].settings
-        if settings.bootstrap_admin_email:
-            from app.services.keys import bootstrap_admin
+        with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as lock:
+            if not lock.scalar(text("SELECT pg_try_advisory_lock(:key)"), {"key": MIGRATE_LOCK_KEY}):
+                logger.info("another migrate is running on this database; waiting for it")
+                lock.execute(text("SELECT pg_advisory_lock(:key)"), {"key": MIGRATE_LOCK_KEY})
+            try:
+                upgrade()
+                cx_app.app.extensions["label_store"].storage.ensure_container()
+                settings = cx_app.app.extensions["label_store"].settings
+                if settings.bootstrap_admin_email:
+                    from app.services.keys import bootstrap_admin
 
-            created = bootstrap_admin(email=settings.bootstrap_admin_email, key_id=settings.bootstrap_admin_key,
-                                      secret=settings.bootstrap_admin_secret.get_secret_value())
-            if created:
-                logger.info("bootstrap admin created", extra={"key_id": created[0].key_id})
+                    created = bootstrap_admin(email=settings.bootstrap_admin_email, key_id=settings.bootstrap_admin_key,
+                                              secret=settings.bootstrap_admin_secret.get_secret_value())
+                    if created:
+                        logger.info("bootstrap admin created", extra={"key_id": created[0].key_id})
+            finally:
+                lock.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": MIGRATE_LOCK_KEY})
+
+
+def wait_for_database(url: str, wait_seconds: float) -> str | None:
+    """Connect until the server answers, retrying with backoff for at most `wait_seconds` (a database that
+    starts with the service); None once it answered, else the last problem, one line without credentials."""
+    import psycopg2
+
+    deadline, delay, attempt = time.monotonic() + wait_seconds, 0.5, 0
+    while True:
+        attempt += 1
+        try:
+            psycopg2.connect(psycopg_conninfo(url), connect_timeout=5).close()
+            return None
+        except psycopg2.OperationalError as exc:
+            problem = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        if time.monotonic() + delay > deadline:
+            return problem
+        logger.warning("database not reachable yet; retrying",
+                       extra={"attempt": attempt, "retry_in_seconds": delay, "problem": problem})
+        time.sleep(delay)
+        delay = min(delay * 2, 5.0)
 
 
 def cmd_migrate(settings: Settings) -> int:
     from app import create_app
 
+    problem = wait_for_database(settings.db_connection_string, settings.migrate_wait_seconds)
+    if problem:
+        print(f"label-store: database unreachable after {settings.migrate_wait_seconds:g} s "
+              f"(MIGRATE_WAIT_SECONDS): {problem}", file=sys.stderr)
+        return 1
     migrate_database(create_app(settings))
     logger.info("database at head")
     return 0
@@ -219,17 +261,13 @@ def main(argv: list[str] | None = None) -> int:
 
     from app import logs
 
-    settings = load_or_exit()
+    settings = load_or_exit(need_servers=args.command not in ("run", "check-settings"))
     logs.configure(settings.log_level)
     if args.command == "check-settings":
         print("settings OK")
         return 0
     if args.command == "run":
         return cmd_run(settings)
-    if settings.db_connection_string is None:
-        print("label-store: configuration error: DB_CONNECTION_STRING: not set "
-              "(`make run` starts an embedded PostgreSQL; other commands need a server)", file=sys.stderr)
-        return 2
     if args.command == "migrate":
         return cmd_migrate(settings)
     if args.command == "worker":

@@ -82,6 +82,7 @@ class Settings(BaseSettings):
     worker_heartbeat_seconds: float = Field(10.0, gt=0)
     worker_stalled_after_seconds: float = Field(30.0, gt=0)  # no heartbeat for this long: its jobs run again
     worker_shutdown_grace_seconds: float = Field(10.0, ge=0)  # on SIGTERM, running jobs get this long
+    migrate_wait_seconds: float = Field(60.0, ge=0, le=3600)  # `migrate` retries an unreachable database this long
 
     @field_validator("db_connection_string")
     @classmethod
@@ -148,6 +149,16 @@ class Settings(BaseSettings):
     def embedded_storage(self) -> bool:
         return self.azure_storage_connection_string is None and self.azure_storage_account_url is None
 
+    def missing_server(self) -> SettingsError | None:
+        """Every command but `run` (which starts embedded ones) needs a database server and a storage account."""
+        if self.embedded_database:
+            return SettingsError("DB_CONNECTION_STRING", "not set (`make run` starts an embedded PostgreSQL; "
+                                                         "other commands need a server)")
+        if self.embedded_storage:
+            return SettingsError("AZURE_STORAGE_CONNECTION_STRING", "not set, nor AZURE_STORAGE_ACCOUNT_URL "
+                                 "(`make run` starts Azurite; other commands need a storage account)")
+        return None
+
     @property
     def azure_ml_configured(self) -> bool:
         return self.azure_ml_subscription_id is not None
@@ -175,9 +186,15 @@ def load(**overrides) -> Settings:
         raise SettingsError(variable, message) from None
 
 
-def load_or_exit(**overrides) -> Settings:
+def load_or_exit(*, need_servers: bool = False, **overrides) -> Settings:
+    """Settings, or one line naming the variable on stderr and exit status 2. `need_servers`: a database
+    server and a storage account must be configured (every command but `run`)."""
     try:
-        return load(**overrides)
+        settings = load(**overrides)
+        problem = settings.missing_server() if need_servers else None
+        if problem:
+            raise problem
+        return settings
     except SettingsError as exc:
         print(f"label-store: configuration error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None

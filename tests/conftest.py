@@ -42,6 +42,14 @@ def database_url(pg_server):
     return os.environ.get("TEST_DATABASE_URL") or pg_server.create_database("labelstore_test")
 
 
+@pytest.fixture
+def empty_database(pg_server):
+    """A database of its own, with nothing in it: for tests of migrate itself."""
+    if pg_server is None:
+        pytest.skip("TEST_DATABASE_URL is set: this test needs a server where it may create a database")
+    return pg_server.create_database(f"empty_{uuid.uuid4().hex[:8]}")
+
+
 @pytest.fixture(scope="session")
 def azurite(tmp_path_factory):
     if os.environ.get("TEST_AZURE_STORAGE_CONNECTION_STRING"):

@@ -1,21 +1,10 @@
 """Migrations build the whole schema from nothing, undo it, and match the models."""
-import uuid
-
-import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from flask_migrate import downgrade, upgrade
 from sqlalchemy import create_engine, inspect
 
 from app.settings import load
-
-
-@pytest.fixture
-def empty_database(pg_server, database_url):
-    if pg_server is None:
-        pytest.skip("TEST_DATABASE_URL is set: this test needs a server where it may create a database")
-    name = f"migrations_{uuid.uuid4().hex[:8]}"
-    return pg_server.create_database(name)
 
 
 def tables(url: str) -> set[str]:
