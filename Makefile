@@ -1,22 +1,29 @@
-# Fresh machine: Python 3.11+, Node 18+, make. Each target installs what it needs.
+# Fresh machine: Python 3.11+, Node 18+, make. Each target installs what it needs: `install` only what
+# production runs (requirements.txt: no Node, no embedded PostgreSQL); `run` adds the development services,
+# `test` the test tools.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 
-.PHONY: run test install install-test browser migrate worker bench clean-data help
+.PHONY: run test install install-dev install-test browser migrate worker bench clean-data help
 
 help:
 	@echo "make run   - install, then start PostgreSQL (embedded), Azurite, API and worker; Ctrl-C stops all"
 	@echo "make test  - install, then run the whole test suite"
 	@echo "make bench - run the benchmarks in bench/"
+	@echo "make install - production's Python packages only (requirements.txt); see README, Production"
 
 $(VENV)/.installed: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --disable-pip-version-check -r requirements.txt
 	touch $@
 
-$(VENV)/.installed-test: $(VENV)/.installed test_requirements.txt
+$(VENV)/.installed-dev: $(VENV)/.installed requirements-dev.txt
+	$(PIP) install --quiet --disable-pip-version-check -r requirements-dev.txt
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed-dev test_requirements.txt
 	$(PIP) install --quiet --disable-pip-version-check -r test_requirements.txt
 	touch $@
 
@@ -37,11 +44,13 @@ browser:
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 	  else echo "chromium is missing: install it (Debian: apt-get install chromium)"; exit 1; fi; }
 
-install: $(VENV)/.installed node_modules/.installed
+install: $(VENV)/.installed
+
+install-dev: $(VENV)/.installed-dev node_modules/.installed
 
 install-test: $(VENV)/.installed-test node_modules/.installed .venv-mltable/.installed browser
 
-run: install
+run: install-dev
 	$(PY) -m app run
 
 test: install-test
