@@ -14,12 +14,12 @@ from connexion.middleware import MiddlewarePosition  # noqa: E402
 from connexion.options import SwaggerUIOptions  # noqa: E402
 from flask import request  # noqa: E402
 
-from app import errors, jobs, logs  # noqa: E402
+from app import error_reports, errors, jobs, logs  # noqa: E402
 from app.api import resolver as api_resolver  # noqa: E402
 from app.api.validation import VALIDATOR_MAP  # noqa: E402
 from app.auth import SECURITY_MAP, Authenticator, roles_from_spec  # noqa: E402
 from app.extensions import db, migrate  # noqa: E402
-from app.middleware import RequestContextMiddleware  # noqa: E402
+from app.middleware import ListedOriginsCORS, RequestContextMiddleware  # noqa: E402
 from app.settings import Settings, load_or_exit  # noqa: E402
 from app.storage import BlobStorage  # noqa: E402
 
@@ -49,7 +49,8 @@ def create_app(settings: Settings | None = None, *, validate_responses: bool = F
     if settings.db_connection_string is None or settings.embedded_storage:
         raise RuntimeError("create_app needs DB_CONNECTION_STRING and blob storage settings; "
                            "`make run` (python -m app run) starts the embedded ones and passes them on")
-    logs.configure(settings.log_level)
+    logs.configure(settings.log_level, settings.log_format)
+    error_reports.init(settings, release=__version__)
 
     cx = connexion.FlaskApp(__name__, specification_dir=str(HERE / "openapi"))
     flask_app = cx.app
@@ -77,6 +78,8 @@ def create_app(settings: Settings | None = None, *, validate_responses: bool = F
 
     state = flask_app.extensions["label_store"]
     cx.add_middleware(RequestContextMiddleware, position=MiddlewarePosition.BEFORE_EXCEPTION, state=state)
+    if settings.cors_origins:  # inside the request context: preflights get a request id and are counted
+        cx.add_middleware(ListedOriginsCORS, position=MiddlewarePosition.BEFORE_EXCEPTION, origins=settings.cors_origins)
     errors.register(cx)
     cx.add_api("info.yaml", base_path="", name="info", resolver=api_resolver, swagger_ui_options=SwaggerUIOptions(
         swagger_ui=False, serve_spec=False), validate_responses=validate_responses, strict_validation=True)

@@ -1,11 +1,13 @@
 """ASGI middleware around the whole app: a request id on every request, response and log line;
-one access log line and the request metrics per request."""
+one access log line and the request metrics per request; CORS for the listed origins."""
 from __future__ import annotations
 
 import logging
 import re
 import time
 import uuid
+
+from starlette.middleware.cors import CORSMiddleware
 
 from app.logs import request_id_var
 from app.metrics import LATENCY, REQUESTS
@@ -27,6 +29,9 @@ class RequestContextMiddleware:
         scope["headers"] = [h for h in scope["headers"] if h[0] != b"x-request-id"]
         scope["headers"].append((b"x-request-id", request_id.encode()))
         scope["label_store"] = self.state  # for the auth middleware, which runs outside Flask
+        # Connexion's router records the operationId in scope["extensions"] of a shallow copy of the scope:
+        # only a dict that already exists is shared with this one (uvicorn sends none; test clients do).
+        scope.setdefault("extensions", {})
         token = request_id_var.set(request_id)
         status = 500
         started = time.perf_counter()
@@ -53,3 +58,23 @@ def _operation(scope) -> str:
     """The operationId the request was routed to; never the raw path (unbounded label values)."""
     routing = (scope.get("extensions") or {}).get("connexion_routing") or {}
     return routing.get("operation_id") or "unrouted"
+
+
+class ListedOriginsCORS(CORSMiddleware):
+    """Starlette's CORS for CORS_ALLOW_ORIGINS only. A request from any other origin reaches the app untouched
+    and its answer carries no CORS header at all (Starlette would answer its preflight 400 with the allowed
+    methods and headers)."""
+
+    METHODS = ("GET", "POST", "PUT", "DELETE")
+    HEADERS = ("Authentication-Key", "Authentication-Secret", "Content-Type", "X-Request-ID")
+
+    def __init__(self, app, origins: list[str]):
+        super().__init__(app, allow_origins=origins, allow_methods=self.METHODS, allow_headers=self.HEADERS,
+                         expose_headers=("X-Request-ID", "Retry-After", "Location"), max_age=600)
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http":
+            origin = dict(scope["headers"]).get(b"origin")
+            if origin is None or not self.is_allowed_origin(origin.decode("latin-1")):
+                return await self.app(scope, receive, send)
+        await super().__call__(scope, receive, send)

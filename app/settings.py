@@ -5,6 +5,7 @@ never a traceback.
 """
 from __future__ import annotations
 
+import os
 import re
 import sys
 from pathlib import Path
@@ -36,6 +37,12 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=1, le=65535)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["text", "json"] = "text"  # json: one object per line
+    cors_allow_origins: str = ""  # comma-separated browser origins allowed to call the API; none by default
+    sentry_dsn: SecretStr | None = None  # unexpected errors are reported there when set
+    sentry_environment: str = Field("production", min_length=1, max_length=64)
+    server_name: str | None = None  # how this process is named in error reports; unset: the host name
+    prometheus_multiproc_dir: Path | None = None  # metrics summed over processes (gunicorn.conf.py sets it)
     data_dir: Path = Path("var")  # embedded PostgreSQL and Azurite keep their data here
 
     # --- database: unset means an embedded PostgreSQL under data_dir
@@ -111,6 +118,35 @@ class Settings(BaseSettings):
             raise ValueError("must be an Azure Storage connection string (AccountName=...;AccountKey=... or BlobEndpoint=...)")
         return value
 
+    @field_validator("cors_allow_origins")
+    @classmethod
+    def _origins(cls, value: str) -> str:
+        for origin in filter(None, (o.strip() for o in value.split(","))):
+            if not re.fullmatch(r"https?://[A-Za-z0-9.-]+(:\d{1,5})?", origin):
+                raise ValueError(f"{origin!r} is not an origin: scheme://host[:port], no path, no wildcard")
+        return value
+
+    @field_validator("sentry_dsn")
+    @classmethod
+    def _sentry_dsn(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value():
+            return None
+        if not re.fullmatch(r"https?://[^@/\s]+@[^/\s]+/(.+/)?\d+", value.get_secret_value()):
+            raise ValueError("must be a Sentry DSN: https://<key>@<host>/<project id>")
+        return value
+
+    @field_validator("prometheus_multiproc_dir")
+    @classmethod
+    def _multiproc_dir(cls, value: Path | None) -> Path | None:
+        if value is None or str(value) == "":
+            return None
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR") != str(value):
+            raise ValueError("must be set in the process environment (not only in .env): the metrics library "
+                             "reads it there when it loads")
+        if not value.is_dir() or not os.access(value, os.W_OK):
+            raise ValueError(f"{value} must be an existing writable directory")
+        return value
+
     @field_validator("bootstrap_admin_key")
     @classmethod
     def _bootstrap_key(cls, value: str | None) -> str | None:
@@ -162,6 +198,10 @@ class Settings(BaseSettings):
     @property
     def azure_ml_configured(self) -> bool:
         return self.azure_ml_subscription_id is not None
+
+    @property
+    def cors_origins(self) -> list[str]:
+        return [o.strip() for o in self.cors_allow_origins.split(",") if o.strip()]
 
     @property
     def image_formats(self) -> frozenset[str]:

@@ -77,6 +77,7 @@ def settings_overrides(database_url, storage_connection_string):
         "worker_stalled_after_seconds": 6,  # generous: a loaded CI machine can delay heartbeats
         "worker_seen_within_seconds": 10,
         "log_level": "INFO",
+        "cors_allow_origins": "https://labeler.example.org",  # every test runs behind the CORS middleware
     }
 
 

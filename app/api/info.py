@@ -8,6 +8,7 @@ from functools import lru_cache
 from flask import current_app
 
 from app import __version__, metrics
+from app.extensions import db
 from app.services import health
 
 
@@ -33,4 +34,4 @@ def status():
 
 
 def metrics_text():
-    return metrics.exposition(), 200, {"Content-Type": "text/plain"}
+    return metrics.exposition(db.engine), 200, {"Content-Type": "text/plain"}

@@ -1,0 +1,65 @@
+"""Gunicorn settings for the API (`gunicorn -c gunicorn.conf.py main:app ...`): metrics summed over all worker
+processes, and gunicorn's own lines in the app's log format.
+
+Bind address, worker count and worker class stay on the command line (see README).
+"""
+import glob
+import os
+import shutil
+import tempfile
+
+# prometheus_client picks its multiprocess mode when first imported, so this must be set before any worker
+# (or a --preload master) loads the app. Each worker then writes its series to files there, and /metrics,
+# whichever worker answers it, sums them all. Unset, each gunicorn gets a fresh directory of its own.
+_made_here = not os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+if _made_here:
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="label-store-metrics-")
+metrics_dir = os.environ["PROMETHEUS_MULTIPROC_DIR"]
+os.makedirs(metrics_dir, exist_ok=True)
+
+# Gunicorn's management socket (gunicornc) is not used; one path per user would be shared by every server.
+control_socket_disable = True
+
+
+def on_starting(server):
+    """Counters left by an earlier run would be summed with the new ones: start from an empty directory."""
+    for path in glob.glob(os.path.join(metrics_dir, "*.db")):
+        os.remove(path)
+
+
+def on_exit(server):
+    if _made_here:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def child_exit(server, worker):
+    """A dead worker's counters stay in the sum (they are totals); its live gauges must go."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid, metrics_dir)
+
+
+def _logger_class():
+    from gunicorn.glogging import Logger
+
+    class AppFormatLogger(Logger):
+        """Gunicorn's own lines ("Booting worker", "Worker timeout") go through the app's log handler."""
+
+        def setup(self, cfg):
+            super().setup(cfg)
+            from app import logs
+            from app.settings import SettingsError, load
+
+            try:
+                settings = load()
+                logs.configure(settings.log_level, settings.log_format)
+            except SettingsError:
+                logs.configure()  # the app itself will stop with the one-line configuration error
+            for log in (self.error_log, self.access_log):
+                log.handlers = []
+                log.propagate = True
+
+    return AppFormatLogger
+
+
+logger_class = _logger_class()
