@@ -44,7 +44,9 @@ def sqlalchemy_url(url: str) -> str:
     return f"postgresql+psycopg2://{rest}" if scheme in ("postgres", "postgresql", "postgresql+psycopg") else url
 
 
-def create_app(settings: Settings | None = None, *, validate_responses: bool = False) -> connexion.FlaskApp:
+def create_app(settings: Settings | None = None, *, validate_responses: bool = False,
+               storage_options: dict | None = None) -> connexion.FlaskApp:
+    """`storage_options` go to BlobStorage (a credential, a clock, a CA bundle): what a test hands in."""
     settings = settings or load_or_exit(need_servers=True)
     if settings.db_connection_string is None or settings.embedded_storage:
         raise RuntimeError("create_app needs DB_CONNECTION_STRING and blob storage settings; "
@@ -63,10 +65,10 @@ def create_app(settings: Settings | None = None, *, validate_responses: bool = F
     flask_app.json.sort_keys = False
     db.init_app(flask_app)
     migrate.init_app(flask_app, db, directory=str(HERE / "migrations"))
+    storage = BlobStorage.from_settings(settings, **(storage_options or {}))
     flask_app.extensions["label_store"] = State(
-        settings=settings,
-        storage=BlobStorage.from_settings(settings),
-        probe_storage=BlobStorage.from_settings(settings, timeout=settings.status_check_timeout_seconds, retries=0),
+        settings=settings, storage=storage,
+        probe_storage=storage.with_limits(timeout=settings.status_check_timeout_seconds, retries=0),
     )
     jobs.init_app(flask_app)
     import app.models  # noqa: F401  (every model registered before first use)

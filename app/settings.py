@@ -50,7 +50,7 @@ class Settings(BaseSettings):
 
     # --- blob storage: both unset means Azurite under data_dir
     azure_storage_connection_string: SecretStr | None = None
-    azure_storage_account_url: str | None = None  # with azure-identity's DefaultAzureCredential
+    azure_storage_account_url: str | None = None  # keyless: azure-identity, user delegation SAS
     azure_storage_imageset_container: str = "images"
     azure_storage_imageset_folder: str = Field("imagesets", min_length=1, max_length=200)
     image_read_token_valid_minutes: int = Field(60, gt=0, le=7 * 24 * 60)
@@ -145,6 +145,16 @@ class Settings(BaseSettings):
                              "reads it there when it loads")
         if not value.is_dir() or not os.access(value, os.W_OK):
             raise ValueError(f"{value} must be an existing writable directory")
+        return value
+
+    @field_validator("azure_storage_account_url")
+    @classmethod
+    def _account_url(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        if not re.fullmatch(r"https://[^/?#\s]+(/[^/?#\s]+)?/?", value):
+            raise ValueError("must be the account's https:// blob endpoint, e.g. "
+                             "https://<account>.blob.core.windows.net (bearer tokens never go over plain HTTP)")
         return value
 
     @field_validator("bootstrap_admin_key")

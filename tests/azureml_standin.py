@@ -35,6 +35,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import trustme
 
+from tests.https_standin import serve_https, stop
+
 log = logging.getLogger("standin")
 
 _DATA_VERSION_RE = re.compile(
@@ -84,7 +86,6 @@ class StandIn:
         self.assets: Dict[Tuple[str, str], Dict[str, Any]] = {}  # (name, version) -> stored resource
         self._lock = threading.Lock()
         self._server: Optional[ThreadingHTTPServer] = None
-        self._thread: Optional[threading.Thread] = None
 
     # ------------------------------------------------------------------ lifecycle
     @property
@@ -98,18 +99,6 @@ class StandIn:
 
     def start(self) -> "StandIn":
         standin = self
-        ctx = self._ssl_ctx
-
-        class _Server(ThreadingHTTPServer):
-            daemon_threads = True
-
-            def finish_request(self, request, client_address):  # TLS handshake in the worker thread
-                try:
-                    tls = ctx.wrap_socket(request, server_side=True)
-                except (ssl.SSLError, OSError) as exc:
-                    log.warning("TLS handshake from %s failed: %s", client_address, exc)
-                    return
-                self.RequestHandlerClass(tls, client_address, self)
 
         class _Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
@@ -122,16 +111,12 @@ class StandIn:
 
             do_GET = do_PUT = do_POST = do_DELETE = do_PATCH = do_HEAD = _handle
 
-        self._server = _Server(("127.0.0.1", 0), _Handler)
-        self._thread = threading.Thread(target=self._server.serve_forever, name="aml-standin", daemon=True)
-        self._thread.start()
+        self._server = serve_https(self._ssl_ctx, _Handler, "aml-standin")
         return self
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
+        stop(self._server)
+        self._server = None
         self._tmpdir.cleanup()
 
     def __enter__(self) -> "StandIn":

@@ -25,6 +25,7 @@ def datastore_uri(settings, path: str) -> str:
 
 
 def _credential(settings):
+    """The service principal of the AZURE_ML_SP_* settings, else DefaultAzureCredential()."""
     options = {}
     if settings.azure_ml_authority_host:
         options.update(authority=settings.azure_ml_authority_host, disable_instance_discovery=True)
@@ -40,7 +41,9 @@ def _credential(settings):
     return DefaultAzureCredential(**options)
 
 
-def client(settings):
+def client(settings, credential=None):
+    """An MLClient for the configured workspace; `credential` (any azure-identity credential) replaces the one
+    the settings describe."""
     from azure.ai.ml import MLClient
 
     options = {"enable_telemetry": False, "show_progress": False}
@@ -52,12 +55,12 @@ def client(settings):
             "aml_resource_id": url, "storage_endpoint": "core.windows.net", "registry_discovery_endpoint": url})
     if settings.azure_ml_ca_bundle:
         options["connection_verify"] = str(settings.azure_ml_ca_bundle)
-    return MLClient(_credential(settings), settings.azure_ml_subscription_id, settings.azure_ml_resource_group,
-                    settings.azure_ml_workspace_name, **options)
+    return MLClient(credential or _credential(settings), settings.azure_ml_subscription_id,
+                    settings.azure_ml_resource_group, settings.azure_ml_workspace_name, **options)
 
 
 def register_dataset(settings, *, name: str, version: int, labels_folder: str, images_folder: str,
-                     campaign_id: int, annotations_sha256: str, description: str) -> tuple[str, str]:
+                     campaign_id: int, annotations_sha256: str, description: str, credential=None) -> tuple[str, str]:
     """Both assets, registered (or found identical) at `version`; returns their Azure ML ids."""
     from azure.ai.ml.constants import AssetTypes
     from azure.ai.ml.entities import Data
@@ -69,7 +72,7 @@ def register_dataset(settings, *, name: str, version: int, labels_folder: str, i
         Data(name=f"{name}_images", version=str(version), type=AssetTypes.URI_FOLDER, description=description,
              path=datastore_uri(settings, images_folder.rstrip("/") + "/"), tags=tags),
     ]
-    ml = client(settings)
+    ml = client(settings, credential)
     ids = []
     for asset in assets:
         ids.append(_create(ml, asset, settings).id)
@@ -105,7 +108,7 @@ def _create(ml, asset, settings):
                                   f"{exc.error.code if exc.error else ''}) {message}{hint}") from None
 
 
-def probe(settings) -> str:
+def probe(settings, credential=None) -> str:
     """Reachable: a token is granted and the workspace answers."""
-    workspace = client(settings).workspaces.get(settings.azure_ml_workspace_name)
+    workspace = client(settings, credential).workspaces.get(settings.azure_ml_workspace_name)
     return f"reachable, workspace {workspace.name!r}"

@@ -1,4 +1,8 @@
-"""Azurite (the Azure Blob Storage emulator, from package.json) on a loopback port."""
+"""Azurite (the Azure Blob Storage emulator, from package.json) on a loopback port.
+
+Plain HTTP with the account key by default; with a certificate, HTTPS and OAuth (`--oauth basic`): bearer tokens
+are accepted (issuer, audience and lifetime checked, not the signature) and user delegation keys are issued, so
+the keyless path (account URL, token credential, user delegation SAS) runs against it."""
 from __future__ import annotations
 
 import logging
@@ -28,11 +32,17 @@ class Azurite:
     location: Path
     host: str = "127.0.0.1"
     port: int | None = None
+    cert: Path | None = None  # PEM certificate and key: HTTPS with OAuth
+    key: Path | None = None
     process: subprocess.Popen | None = field(default=None, repr=False)
 
     @property
     def connection_string(self) -> str:
         return connection_string(self.host, self.port)
+
+    @property
+    def account_url(self) -> str:
+        return f"{'https' if self.cert else 'http'}://{self.host}:{self.port}/{ACCOUNT}"
 
     def start(self) -> "Azurite":
         executable = ROOT / "node_modules" / ".bin" / "azurite-blob"
@@ -40,10 +50,11 @@ class Azurite:
             raise RuntimeError(f"Azurite is not installed ({executable} missing): run `npm ci` or `make install`")
         self.location.mkdir(parents=True, exist_ok=True)
         self.port = self.port or free_port(self.host)
+        oauth = ["--oauth", "basic", "--cert", str(self.cert), "--key", str(self.key)] if self.cert else []
         self.process = subprocess.Popen(
             [str(executable), "--blobHost", self.host, "--blobPort", str(self.port),
              "--location", str(self.location), "--silent", "--skipApiVersionCheck", "--disableProductStyleUrl",
-             "--debug", os.devnull],
+             "--debug", os.devnull, *oauth],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
         )
         try:
@@ -51,7 +62,7 @@ class Azurite:
         except TimeoutError:
             self.stop()
             raise
-        logger.info("Azurite started on %s:%s", self.host, self.port)
+        logger.info("Azurite started on %s", self.account_url)
         return self
 
     def stop(self, grace: float = 3.0) -> None:

@@ -1,6 +1,8 @@
 """Blob storage: the only code that imports azure.storage.
 
-Provider errors become StorageError (a domain error); SAS expiries are computed per call.
+Provider errors become StorageError (a domain error); SAS expiries are computed per call, from an injected
+clock. Without an account key, SAS are signed with a user delegation key, and never outlive it: Azure
+rejects a user delegation SAS once its key has expired, whatever the SAS's own expiry says.
 """
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ import hashlib
 import logging
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from functools import cached_property
@@ -28,6 +30,20 @@ logger = logging.getLogger(__name__)
 
 class StorageError(DomainError):
     status, title = 503, "Storage Unavailable"
+    retry_after = 5
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+# Azure refuses a user delegation key that expires more than 7 days after its own clock: ask for a little less,
+# so a client clock a few minutes ahead still gets one.
+DELEGATION_KEY_LIFETIME = timedelta(days=7) - timedelta(minutes=10)
+DELEGATION_KEY_BACKDATE = timedelta(minutes=5)  # valid from a little earlier, for the same reason
+# A cached key is reused for a SAS it cannot cover whole when it falls short of a fresh key by no more than this
+# (the SAS is cut to the key's expiry): at most one key request per this long, however many dropboxes are made.
+DELEGATION_KEY_REUSE_SLACK = timedelta(minutes=5)
 
 
 @dataclass(frozen=True)
@@ -40,21 +56,31 @@ class BlobInfo:
 @dataclass(frozen=True)
 class SignedUrl:
     url: str
-    expires_at: datetime
+    expires_at: datetime  # the SAS's own `se`, to the second
+
+
+@dataclass(frozen=True)
+class _DelegationKey:
+    key: object  # azure.storage.blob.UserDelegationKey
+    expires_at: datetime  # its `ske`, as the service returned it
 
 
 class BlobStorage:
+    """`credential` (azure-identity, for an account URL) and `clock` (aware UTC now) come from outside, so a test
+    can hand in a stand-in and age time without sleeping. Without a credential, DefaultAzureCredential() is built
+    on first use."""
+
     def __init__(self, *, connection_string: str | None = None, account_url: str | None = None,
-                 container: str, timeout: float = 20.0, retries: int = 3):
+                 container: str, timeout: float = 20.0, retries: int = 3, credential=None,
+                 clock: Callable[[], datetime] = utcnow, connection_verify: bool | str = True):
         if not connection_string and not account_url:
             raise ValueError("blob storage needs a connection string or an account URL")
         self._connection_string, self._account_url = connection_string, account_url
         self.container = container
-        self._delegation = None  # (user delegation key, its expiry)
+        self._credential, self._clock = credential, clock
+        self._delegation: _DelegationKey | None = None
         self._delegation_lock = threading.Lock()
-        # The SDK's default backoff starts at 15 s; a job that fails should fail fast and let the queue retry.
-        self._client_options = {"connection_timeout": timeout, "read_timeout": timeout, "retry_policy": ExponentialRetry(
-            initial_backoff=0.5, increment_base=2, retry_total=retries, random_jitter_range=0.5)}
+        self._timeout, self._retries, self._connection_verify = timeout, retries, connection_verify
 
     @classmethod
     def from_settings(cls, settings, **options) -> "BlobStorage":
@@ -62,6 +88,21 @@ class BlobStorage:
         return cls(connection_string=conn.get_secret_value() if conn else None,
                    account_url=settings.azure_storage_account_url,
                    container=settings.azure_storage_imageset_container, **options)
+
+    def with_limits(self, *, timeout: float, retries: int) -> "BlobStorage":
+        """The same account, container, credential and clock, with other network limits (e.g. for health probes)."""
+        return BlobStorage(connection_string=self._connection_string, account_url=self._account_url,
+                           container=self.container, timeout=timeout, retries=retries, credential=self.credential,
+                           clock=self._clock, connection_verify=self._connection_verify)
+
+    @property
+    def credential(self):
+        """The token credential for an account URL (None with a connection string)."""
+        if self._credential is None and not self._connection_string:
+            from azure.identity import DefaultAzureCredential
+
+            self._credential = DefaultAzureCredential()
+        return self._credential
 
     @cached_property
     def service(self) -> BlobServiceClient:
@@ -71,12 +112,16 @@ class BlobStorage:
         adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=64)
         session.mount("http://", adapter)
         session.mount("https://", adapter)
-        options = {**self._client_options, "transport": RequestsTransport(session=session, session_owner=False)}
+        # The SDK hands its connection_timeout/read_timeout only to a transport it builds itself: ours takes them
+        # here, or every call waits up to the transport's default of 300 s on a dependency that never answers.
+        transport = RequestsTransport(session=session, session_owner=False, connection_timeout=self._timeout,
+                                      read_timeout=self._timeout, connection_verify=self._connection_verify)
+        # The SDK's default backoff starts at 15 s; a job that fails should fail fast and let the queue retry.
+        options = {"transport": transport, "retry_policy": ExponentialRetry(
+            initial_backoff=0.5, increment_base=2, retry_total=self._retries, random_jitter_range=0.5)}
         if self._connection_string:
             return BlobServiceClient.from_connection_string(self._connection_string, **options)
-        from azure.identity import DefaultAzureCredential
-
-        return BlobServiceClient(self._account_url, credential=DefaultAzureCredential(), **options)
+        return BlobServiceClient(self._account_url, credential=self.credential, **options)
 
     @property
     def container_client(self):
@@ -97,25 +142,46 @@ class BlobStorage:
 
     # --- signing: SAS expiries are computed per call, never at import or start-up
 
-    def _signing(self) -> dict:
-        """account_key when we hold one, else a user delegation key (cached until shortly before it expires)."""
+    def _signing(self, expiry: datetime) -> tuple[dict, datetime]:
+        """What signs a SAS meant to last until `expiry`, and the expiry it may really have (never after its key's).
+
+        The account key when we hold one; else a user delegation key valid until the SAS expires, or as near to
+        that as Azure allows (DELEGATION_KEY_LIFETIME from now)."""
+        expiry = expiry.astimezone(timezone.utc).replace(microsecond=0)  # a SAS carries whole seconds
         key = getattr(self.service.credential, "account_key", None)
         if key:
-            return {"account_key": key}
-        with self._delegation_lock:
-            now = datetime.now(timezone.utc)
-            if self._delegation is None or self._delegation[1] - now < timedelta(hours=1):
-                expiry = now + timedelta(days=7)
-                self._delegation = (self.service.get_user_delegation_key(now - timedelta(minutes=5), expiry), expiry)
-            return {"user_delegation_key": self._delegation[0]}
+            return {"account_key": key}, expiry
+        delegation = self._delegation_key(expiry)
+        return {"user_delegation_key": delegation.key}, min(expiry, delegation.expires_at)
+
+    def _delegation_key(self, expiry: datetime) -> _DelegationKey:
+        def good_enough(cached: _DelegationKey | None) -> bool:
+            best = self._clock() + DELEGATION_KEY_LIFETIME - DELEGATION_KEY_REUSE_SLACK
+            return cached is not None and cached.expires_at >= min(expiry, best)
+
+        cached = self._delegation
+        if good_enough(cached):
+            return cached
+        with self._delegation_lock:  # one request at a time; whoever waited finds the fresh key
+            if good_enough(self._delegation):
+                return self._delegation
+            now = self._clock()
+            try:
+                key = self.service.get_user_delegation_key(now - DELEGATION_KEY_BACKDATE, now + DELEGATION_KEY_LIFETIME)
+            except AzureError as exc:
+                raise StorageError(f"cannot get a user delegation key to sign a SAS: {_short(exc)}") from exc
+            expires_at = datetime.strptime(key.signed_expiry, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+            self._delegation = _DelegationKey(key, expires_at)
+            logger.info("got a user delegation key", extra={"key_expires_at": expires_at.isoformat()})
+            return self._delegation
 
     def _protocol(self) -> str:
         return "https,http" if self.is_emulator else "https"
 
     def blob_read_url(self, container: str, name: str, ttl: timedelta) -> SignedUrl:
-        expiry = datetime.now(timezone.utc) + ttl
+        signing, expiry = self._signing(self._clock() + ttl)
         sas = generate_blob_sas(self.service.account_name, container, name, permission=BlobSasPermissions(read=True),
-                                expiry=expiry, protocol=self._protocol(), **self._signing())
+                                expiry=expiry, protocol=self._protocol(), **signing)
         return SignedUrl(f"{self.service.url.rstrip('/')}/{container}/{quote(name)}?{sas}", expiry)
 
     def image_read_url(self, path: str, ttl: timedelta) -> SignedUrl:
@@ -123,10 +189,10 @@ class BlobStorage:
 
     def upload_area_url(self, container: str, ttl: timedelta) -> SignedUrl:
         """A container SAS to upload into one set's area: create, write, add and list; never read or delete."""
-        expiry = datetime.now(timezone.utc) + ttl
+        signing, expiry = self._signing(self._clock() + ttl)
         permission = ContainerSasPermissions(read=False, write=True, delete=False, list=True, add=True, create=True)
         sas = generate_container_sas(self.service.account_name, container, permission=permission, expiry=expiry,
-                                     protocol=self._protocol(), **self._signing())
+                                     protocol=self._protocol(), **signing)
         return SignedUrl(f"{self.service.url.rstrip('/')}/{container}?{sas}", expiry)
 
     # --- upload areas (one container per image set)
@@ -203,13 +269,16 @@ class BlobStorage:
             pass
 
     def probe(self) -> None:
-        """Container exists; a probe blob can be written and deleted. Raises StorageError."""
+        """Container exists; a probe blob can be written and deleted; a SAS can be signed (keyless, that takes a
+        user delegation key, which the identity's role must allow: cached, so asked for about once a week).
+        Raises StorageError."""
         name = f"_probe/{uuid.uuid4().hex}"
         try:
             container = self.container_client
             container.get_container_properties()
             container.upload_blob(name, b"probe", overwrite=True)
             container.delete_blob(name)
+            self._signing(self._clock() + timedelta(minutes=1))
         except ResourceNotFoundError as exc:
             raise StorageError(f"blob container {self.container!r} does not exist") from exc
         except AzureError as exc:
