@@ -295,3 +295,13 @@ def test_azure_ml_uses_the_credential_it_is_given(settings_overrides):
     token_requests = [r for r in aml.requests if r["path"].endswith("/oauth2/v2.0/token")]
     assert [r["path"] for r in token_requests] == ["/tenant-2/oauth2/v2.0/token"]
     assert parse_qs(token_requests[0]["body"])["client_id"] == ["injected-app"]
+
+
+@pytest.mark.parametrize("url", ["http://acct.blob.core.windows.net", "acct.blob.core.windows.net",
+                                 "https://acct.blob.core.windows.net/?sv=2024&sig=x"])
+def test_an_account_url_that_would_send_tokens_in_clear_or_carries_a_sas_is_refused_at_start(url):
+    from app.settings import SettingsError
+
+    with pytest.raises(SettingsError) as raised:
+        load(_env_file=None, azure_storage_account_url=url)
+    assert raised.value.variable == "AZURE_STORAGE_ACCOUNT_URL" and "https://" in raised.value.problem
