@@ -10,6 +10,7 @@ import secrets
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -94,21 +95,98 @@ def cmd_migrate(settings: Settings) -> int:
 
 # --- worker -------------------------------------------------------------------------------------
 
-async def _recover_stalled_forever(worker, settings: Settings) -> None:
-    """Every worker re-queues the jobs of workers that stopped sending heartbeats (killed, lost)."""
-    from app.jobs import retry_stalled
+async def _housekeeping_forever(worker, settings: Settings) -> None:
+    """Every worker records who it is (host, pid), re-queues the jobs of workers that stopped sending
+    heartbeats (killed, lost) and forgets dead workers' rows: all by one rule, WORKER_STALLED_AFTER_SECONDS,
+    which /info/status uses too."""
+    from app.jobs import prune_dead_workers, record_worker, retry_stalled
 
+    recorded = None
     while True:
         await asyncio.sleep(max(0.5, settings.worker_stalled_after_seconds / 3))
         try:
+            if worker.worker_id is not None and worker.worker_id != recorded:
+                await record_worker(worker.app, worker.worker_id)
+                recorded = worker.worker_id
             await retry_stalled(worker.app, settings.worker_stalled_after_seconds, exclude_worker=worker.worker_id)
-        except Exception:
-            logger.warning("stalled job recovery failed; will try again", exc_info=True)
+            await prune_dead_workers(worker.app, settings.worker_stalled_after_seconds)
+        except Exception as exc:
+            logger.warning("worker housekeeping failed; will try again", extra={"reason": str(exc)[:200]})
+
+
+def _hard_stop_after(seconds: float) -> None:
+    """Jobs are told to stop once the grace is over (they stop between batches); one stuck in a call that
+    does not return must not keep the process, and the job, hostage. Its lock goes with the process and
+    another worker re-runs it."""
+    def stop():
+        logger.error("jobs did not stop within the shutdown grace; exiting now (they run again elsewhere)",
+                     extra={"seconds": seconds})
+        logging.shutdown()
+        os._exit(1)
+
+    timer = threading.Timer(seconds, stop)
+    timer.daemon = True
+    timer.start()
+
+
+async def _run_worker(settings: Settings) -> None:
+    """Run procrastinate's worker until asked to stop. When it ends on its own (its database connection was
+    lost: the listener fails and the worker stops itself) it is started again once the database answers,
+    with backoff: a database restart pauses the work, it does not end it."""
+    from procrastinate.worker import Worker
+
+    from app.jobs import queue
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    current: list = []
+
+    def on_signal(signum: int) -> None:
+        if stop.is_set():
+            return
+        grace = settings.worker_shutdown_grace_seconds
+        logger.info("worker stopping: running jobs get the shutdown grace, then stop between batches",
+                    extra={"signal": signal.Signals(signum).name, "grace_seconds": grace})
+        stop.set()
+        for worker in current:
+            worker.stop()
+        _hard_stop_after(grace + settings.worker_hard_stop_margin_seconds)
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, on_signal, signum)
+
+    backoff = 1.0
+    while not stop.is_set():
+        try:
+            async with queue.open_async():
+                worker = Worker(app=queue, name=f"worker-{os.getpid()}", concurrency=settings.worker_concurrency,
+                                update_heartbeat_interval=settings.worker_heartbeat_seconds,
+                                stalled_worker_timeout=settings.worker_stalled_after_seconds,
+                                shutdown_graceful_timeout=settings.worker_shutdown_grace_seconds,
+                                install_signal_handlers=False)
+                current[:] = [worker]
+                housekeeping = asyncio.create_task(_housekeeping_forever(worker, settings))
+                try:
+                    await worker.run()
+                    backoff = 1.0
+                finally:
+                    housekeeping.cancel()
+        except Exception as exc:
+            logger.warning("worker lost its database; starting again when it answers",
+                           extra={"reason": str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__,
+                                  "retry_in_seconds": backoff})
+        if stop.is_set():
+            break
+        logger.warning("worker loop ended without a stop request; restarting", extra={"retry_in_seconds": backoff})
+        try:
+            await asyncio.wait_for(stop.wait(), timeout=backoff)
+        except asyncio.TimeoutError:
+            pass
+        backoff = min(backoff * 2, 30.0)
 
 
 def cmd_worker(settings: Settings) -> int:
     from procrastinate import PsycopgConnector
-    from procrastinate.worker import Worker
 
     from app import create_app
     from app.jobs import import_tasks, queue
@@ -117,23 +195,9 @@ def cmd_worker(settings: Settings) -> int:
     import_tasks()
     connector = PsycopgConnector(conninfo=psycopg_conninfo(settings.db_connection_string),
                                  kwargs={"application_name": "label-store-worker"})
-
-    async def main():
-        async with queue.open_async():
-            worker = Worker(app=queue, name=f"worker-{os.getpid()}", concurrency=settings.worker_concurrency,
-                            update_heartbeat_interval=settings.worker_heartbeat_seconds,
-                            stalled_worker_timeout=settings.worker_stalled_after_seconds,
-                            shutdown_graceful_timeout=settings.worker_shutdown_grace_seconds,
-                            install_signal_handlers=True)
-            recovery = asyncio.create_task(_recover_stalled_forever(worker, settings))
-            try:
-                await worker.run()
-            finally:
-                recovery.cancel()
-
     with queue.replace_connector(connector):
         logger.info("worker started", extra={"concurrency": settings.worker_concurrency})
-        asyncio.run(main())
+        asyncio.run(_run_worker(settings))
     logger.info("worker stopped")
     return 0
 
@@ -262,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
     from app import logs
 
     settings = load_or_exit(need_servers=args.command not in ("run", "check-settings"))
-    logs.configure(settings.log_level)
+    logs.configure(settings.log_level, settings.log_format)
     if args.command == "check-settings":
         print("settings OK")
         return 0

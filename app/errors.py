@@ -19,10 +19,15 @@ logger = logging.getLogger(__name__)
 
 class DomainError(Exception):
     status, title = 400, "Bad Request"
+    retry_after: int | None = None  # seconds, sent as Retry-After (a dependency is briefly unavailable)
 
     def __init__(self, detail: str, **extra):
         super().__init__(detail)
         self.detail, self.extra = detail, extra
+
+
+class WorkInterrupted(Exception):
+    """A background run stopped at a safe point because its worker is shutting down; a retry resumes it."""
 
 
 class Unauthorized(DomainError):
@@ -54,7 +59,8 @@ def problem(status: int, detail: str, *, title: str | None = None, headers: dict
 
 
 def _domain_error(_request: ConnexionRequest, exc: DomainError) -> ConnexionResponse:
-    return problem(exc.status, exc.detail, title=exc.title, **exc.extra)
+    headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else None
+    return problem(exc.status, exc.detail, title=exc.title, headers=headers, **exc.extra)
 
 
 def _problem_exception(_request: ConnexionRequest, exc: ProblemException) -> ConnexionResponse:
@@ -74,8 +80,27 @@ def _http_exception(_request: ConnexionRequest, exc: HTTPException) -> Connexion
 
 
 def _unexpected(_request: ConnexionRequest, exc: Exception) -> ConnexionResponse:
+    if database_unavailable(exc):
+        # An outage, not a bug: one line, no traceback, and a client told when to come back.
+        logger.warning("database unavailable", extra={"reason": str(exc).strip().splitlines()[0][:200] if str(exc)
+                                                      else type(exc).__name__})
+        return problem(503, "The database is unavailable or did not answer in time; nothing was changed. "
+                       "Retry shortly.", title="Database Unavailable", headers={"Retry-After": str(RETRY_AFTER)})
     logger.error("unexpected error", exc_info=exc)
     return problem(500, _INTERNAL)
+
+
+RETRY_AFTER = 5
+
+
+def database_unavailable(exc: BaseException) -> bool:
+    """Lost, refused or exhausted database connections (SQLAlchemy's pool, psycopg2, psycopg 3 and its pool)."""
+    import psycopg
+    import psycopg2
+    from sqlalchemy import exc as sa
+
+    return isinstance(exc, (sa.OperationalError, sa.TimeoutError, psycopg2.OperationalError, psycopg.OperationalError)) \
+        or (isinstance(exc, sa.DBAPIError) and exc.connection_invalidated)
 
 
 _INTERNAL = "The server met an unexpected error. Quote the X-Request-ID header when reporting it."

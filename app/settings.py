@@ -47,6 +47,7 @@ class Settings(BaseSettings):
 
     # --- database: unset means an embedded PostgreSQL under data_dir
     db_connection_string: str | None = None
+    db_timeout_seconds: float = Field(5.0, gt=0, le=60)  # to connect, or to wait for a pooled connection: then 503
 
     # --- blob storage: both unset means Azurite under data_dir
     azure_storage_connection_string: SecretStr | None = None
@@ -84,11 +85,11 @@ class Settings(BaseSettings):
 
     # --- health and jobs
     status_check_timeout_seconds: float = Field(2.0, gt=0, le=4.5)
-    worker_seen_within_seconds: int = Field(60, gt=0)
     worker_concurrency: int = Field(4, ge=1, le=64)
     worker_heartbeat_seconds: float = Field(10.0, gt=0)
     worker_stalled_after_seconds: float = Field(30.0, gt=0)  # no heartbeat for this long: its jobs run again
     worker_shutdown_grace_seconds: float = Field(10.0, ge=0)  # on SIGTERM, running jobs get this long
+    worker_hard_stop_margin_seconds: float = Field(10.0, ge=0)  # then this long to stop between batches, or exit
     migrate_wait_seconds: float = Field(60.0, ge=0, le=3600)  # `migrate` retries an unreachable database this long
 
     @field_validator("db_connection_string")
@@ -182,6 +183,10 @@ class Settings(BaseSettings):
             raise SettingsError("AZURE_STORAGE_ACCOUNT_URL", "set either this or AZURE_STORAGE_CONNECTION_STRING, not both")
         if self.db_connection_string and not self.api_key_pepper:
             raise SettingsError("API_KEY_PEPPER", "required when DB_CONNECTION_STRING is set (a long random string)")
+        if self.worker_shutdown_grace_seconds + self.worker_hard_stop_margin_seconds >= self.worker_stalled_after_seconds:
+            raise SettingsError("WORKER_SHUTDOWN_GRACE_SECONDS", "with WORKER_HARD_STOP_MARGIN_SECONDS it must stay under "
+                                "WORKER_STALLED_AFTER_SECONDS: a stopping worker sends no heartbeats, and its job "
+                                "must be given up before other workers take it over")
         if self.api_key_pepper and len(self.api_key_pepper.get_secret_value()) < 16:
             raise SettingsError("API_KEY_PEPPER", "must be at least 16 characters")
         return self

@@ -75,7 +75,8 @@ def settings_overrides(database_url, storage_connection_string):
         "api_key_pepper": PEPPER,
         "worker_heartbeat_seconds": 0.5,
         "worker_stalled_after_seconds": 6,  # generous: a loaded CI machine can delay heartbeats
-        "worker_seen_within_seconds": 10,
+        "worker_shutdown_grace_seconds": 1,
+        "worker_hard_stop_margin_seconds": 3,
         "log_level": "INFO",
         "cors_allow_origins": "https://labeler.example.org",  # every test runs behind the CORS middleware
     }
@@ -202,12 +203,20 @@ def processes():
 
 
 @pytest.fixture
-def start_worker(processes, settings_overrides, cx_app):
+def start_worker(processes, settings_overrides, cx_app, tmp_path_factory):
     """start_worker(**setting_overrides) -> a `python -m app worker` process on the test database."""
 
-    def start(**overrides) -> subprocess.Popen:
+    def start(capture_output: bool = False, **overrides) -> subprocess.Popen:
+        """With capture_output, the worker's stdout and stderr go to the file `process.output` names."""
         env = env_for({**settings_overrides, **overrides})
-        return processes.start([sys.executable, "-m", "app", "worker"], env=env)
+        if not capture_output:
+            return processes.start([sys.executable, "-m", "app", "worker"], env=env)
+        output = tmp_path_factory.mktemp("worker") / "output.log"
+        with output.open("w") as sink:
+            process = processes.start([sys.executable, "-m", "app", "worker"], env=env, stdout=sink,
+                                      stderr=subprocess.STDOUT)
+        process.output = output
+        return process
 
     return start
 

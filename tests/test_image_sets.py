@@ -61,6 +61,34 @@ def test_create_gives_a_set_and_its_upload_url(client, admin, make_image_set):
     assert "dropbox_url" not in listed["image_sets"][0]
 
 
+def test_create_cut_off_at_commit_leaves_no_upload_area(client, admin, flask_app):
+    """The database connection is lost just as the new set commits: 503, no set, and no orphan container."""
+    from sqlalchemy import event, text
+
+    from app.extensions import db
+
+    storage = flask_app.extensions["label_store"].storage
+    areas_before = {c.name for c in storage.service.list_containers(name_starts_with=f"{storage.container}-up-")}
+
+    def cut(session):
+        pid = session.connection().execute(text("SELECT pg_backend_pid()")).scalar_one()
+        with db.engine.connect() as other:
+            other.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+
+    with flask_app.app_context():
+        event.listen(db.session, "before_commit", cut)
+        try:
+            response = client.post("/api/v1/image_sets", json={"title": "cut off"}, headers=admin)
+        finally:
+            event.remove(db.session, "before_commit", cut)
+    assert_problem(response, 503)
+    assert response.headers["Retry-After"]
+    areas_after = {c.name for c in storage.service.list_containers(name_starts_with=f"{storage.container}-up-")}
+    assert areas_after == areas_before
+    listed = client.get("/api/v1/image_sets", headers=admin).json()["image_sets"]
+    assert "cut off" not in [s["title"] for s in listed]
+
+
 def test_duplicate_title_is_409_and_bad_title_422(client, admin, make_image_set):
     make_image_set("taken")
     body = assert_problem(client.post("/api/v1/image_sets", json={"title": "taken"}, headers=admin), 409)
@@ -350,7 +378,8 @@ def test_failed_finishing_shows_why_and_can_be_retried(client, admin, image_set,
         patch.setattr(storage, "list_upload_area", unreachable)
         for attempts, status in ((0, "finishing"), (BACKOFF.max_attempts - 1, "failed")):
             with pytest.raises(StorageError):  # raised, so the queue retries it while attempts remain
-                finish_image_set(SimpleNamespace(job=SimpleNamespace(attempts=attempts)), imageset_id=imageset_id)
+                finish_image_set(SimpleNamespace(job=SimpleNamespace(attempts=attempts), should_abort=lambda: False),
+                                 imageset_id=imageset_id)
             assert client.get(f"/api/v1/image_sets/{imageset_id}", headers=admin).json()["status"] == status
     failed = client.get(f"/api/v1/image_sets/{imageset_id}", headers=admin).json()
     assert failed["error"] == "StorageError: blob storage unreachable: connection refused"

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
+import socket
 
 import procrastinate
 from flask import has_app_context
@@ -71,3 +73,20 @@ async def retry_stalled(app, seconds_since_heartbeat: float, exclude_worker: int
         logger.warning("retrying stalled job", extra={"job_id": job.id, "task": job.task_name})
         await app.job_manager.retry_job(job)
     return [job.id for job in stalled]
+
+
+async def record_worker(app, worker_id: int) -> None:
+    """Note which host and process a worker row belongs to (shown by /info/status)."""
+    await app.connector.execute_query_async(
+        "INSERT INTO worker_processes (worker_id, host, pid) VALUES (%(worker_id)s, %(host)s, %(pid)s) "
+        "ON CONFLICT (worker_id) DO NOTHING", worker_id=worker_id, host=socket.gethostname()[:255], pid=os.getpid())
+
+
+async def prune_dead_workers(app, stalled_after_seconds: float) -> list[int]:
+    """Forget workers silent for four times the stalled limit (their jobs were re-queued long before)."""
+    pruned = await app.job_manager.prune_stalled_workers(4 * stalled_after_seconds)
+    await app.connector.execute_query_async(
+        "DELETE FROM worker_processes p WHERE NOT EXISTS (SELECT 1 FROM procrastinate_workers w WHERE w.id = p.worker_id)")
+    if pruned:
+        logger.info("forgot dead workers", extra={"worker_ids": pruned})
+    return pruned

@@ -1,12 +1,18 @@
-"""Procrastinate tasks. Every task is idempotent: running it twice has the effect of running it once."""
+"""Procrastinate tasks. Every task is idempotent (running it twice has the effect of running it once) and
+holds a lock on what it changes, so two runs of one job never work at the same time (app.jobs.exclusive)."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 from flask import current_app
-from procrastinate import RetryStrategy
+from procrastinate import JobContext, RetryStrategy
+from procrastinate.exceptions import JobAborted
 
+from app.errors import WorkInterrupted
 from app.jobs import in_app_context, queue
+from app.jobs.exclusive import exclusive
 
 logger = logging.getLogger(__name__)
 
@@ -14,41 +20,54 @@ logger = logging.getLogger(__name__)
 BACKOFF = RetryStrategy(max_attempts=8, exponential_wait=2)
 
 
+@contextmanager
+def one_run(context: JobContext, kind: str, key: int, *,
+            on_final_failure: Callable[[BaseException], None]) -> Iterator[None]:
+    """The job's run, alone on (`kind`, `key`). A stop asked by the worker's shutdown ends it as aborted, which
+    procrastinate retries; the last failing attempt calls `on_final_failure` so the user sees why."""
+    try:
+        with exclusive(kind, key, should_stop=context.should_abort):
+            yield
+    except WorkInterrupted as interrupted:
+        raise JobAborted(str(interrupted)) from interrupted
+    except Exception as exc:
+        if context.job.attempts + 1 >= BACKOFF.max_attempts:
+            on_final_failure(exc)
+        raise
+
+
 @queue.periodic(cron="*/5 * * * *", periodic_id="check_storage")
-@queue.task(name="check_storage", retry=BACKOFF, queueing_lock="check_storage")
+# `lock`, not `queueing_lock`: a queueing lock made the retry of a failed check collide (UniqueViolation) with
+# the next scheduled check already waiting, leaving the job stuck in "doing".
+@queue.task(name="check_storage", retry=BACKOFF, lock="check_storage")
 @in_app_context
 def check_storage(timestamp: int | None = None) -> None:
-    """Write and delete a probe blob. Runs every 5 minutes, so a storage outage shows as failing jobs."""
+    """Write and delete a probe blob (its own unique name). Runs every 5 minutes, so a storage outage shows
+    as failing jobs."""
     current_app.extensions["label_store"].storage.probe()
     logger.info("storage check passed")
 
 
 @queue.task(name="finish_image_set", retry=BACKOFF, pass_context=True)
 @in_app_context
-def finish_image_set(context, imageset_id: int) -> None:
+def finish_image_set(context: JobContext, imageset_id: int) -> None:
     """Check, de-duplicate and catalogue a set's uploads (app.services.finishing); resumable."""
     from app.services import finishing
 
-    try:
-        finishing.finish(imageset_id)
-    except Exception as exc:
-        if context.job.attempts + 1 >= BACKOFF.max_attempts:
-            finishing.mark_failed(imageset_id, exc)
-        raise
+    with one_run(context, "image_set", imageset_id,
+                 on_final_failure=lambda exc: finishing.mark_failed(imageset_id, exc)):
+        finishing.finish(imageset_id, should_stop=context.should_abort)
 
 
 @queue.task(name="build_dataset", retry=BACKOFF, pass_context=True)
 @in_app_context
-def build_dataset(context, dataset_id: int) -> None:
+def build_dataset(context: JobContext, dataset_id: int) -> None:
     """Export a dataset version's files and register them in Azure ML (app.services.datasets); idempotent."""
     from app.azureml import RegistrationRefused
     from app.services import datasets
 
-    try:
-        datasets.build(dataset_id)
-    except RegistrationRefused as refused:  # retrying cannot help: say why and stop
-        datasets.mark_failed(dataset_id, refused)
-    except Exception as exc:
-        if context.job.attempts + 1 >= BACKOFF.max_attempts:
-            datasets.mark_failed(dataset_id, exc)
-        raise
+    with one_run(context, "dataset", dataset_id, on_final_failure=lambda exc: datasets.mark_failed(dataset_id, exc)):
+        try:
+            datasets.build(dataset_id, should_stop=context.should_abort)
+        except RegistrationRefused as refused:  # retrying cannot help: say why and stop
+            datasets.mark_failed(dataset_id, refused)

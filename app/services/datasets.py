@@ -10,7 +10,7 @@ import hashlib
 import json
 import logging
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
@@ -20,7 +20,7 @@ from sqlalchemy import func, select, text
 from app import jobs
 from app.azureml import RegistrationRefused, datastore_uri
 from app.auth import Caller
-from app.errors import Conflict, NotFound
+from app.errors import Conflict, NotFound, WorkInterrupted
 from app.extensions import db
 from app.logs import redact
 from app.models import Campaign, CampaignImage, Dataset, DatasetImage, Image, LabelObject
@@ -115,9 +115,9 @@ def retry(campaign_id: int, version: int) -> Dataset:
 
 # --- building ------------------------------------------------------------------------------------
 
-def build(dataset_id: int) -> None:
+def build(dataset_id: int, *, should_stop: Callable[[], bool] = lambda: False) -> None:
     """Export the files, then register them when Azure ML is configured. Idempotent: a re-run rewrites the
-    same bytes and re-registers the same versions."""
+    same bytes and re-registers the same versions. Asked to stop, it gives up before registering."""
     state = current_app.extensions["label_store"]
     dataset = db.session.get(Dataset, dataset_id)
     if dataset is None or dataset.status == "registered":
@@ -131,6 +131,8 @@ def build(dataset_id: int) -> None:
     logger.info("dataset exported", extra={"dataset_id": dataset_id, "images": images, "objects": objects})
     if not settings.azure_ml_configured:
         return
+    if should_stop():
+        raise WorkInterrupted(f"dataset {dataset_id} was exported; registration was stopped")
     from app.azureml import register_dataset
 
     labels_id, images_id = register_dataset(

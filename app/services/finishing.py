@@ -3,12 +3,14 @@ copied server-side into the image container; then the upload area is deleted.
 
 Idempotent and resumable: a report row per file is written in the same transaction as its image, and
 files that already have one are skipped. Killed anywhere and run again, every file ends up recorded
-exactly once. Per batch: inspect (parallel ranged reads) -> decide duplicates (one query) -> copy new
+exactly once. Two runs never work on one set at once (the task holds app.jobs.exclusive's lock), and a
+run asked to stop gives up between batches, leaving the rest to its retry. Per batch: inspect (parallel ranged reads) -> decide duplicates (one query) -> copy new
 files (parallel, server-side) -> one transaction of bulk inserts.
 """
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -17,6 +19,7 @@ from flask import current_app
 from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
+from app.errors import WorkInterrupted
 from app.extensions import db
 from app.logs import redact
 from app.models import FinishReport, Image, ImageSet, ImageSetMember
@@ -37,7 +40,7 @@ class Outcome:
     duplicate: bool = False
 
 
-def finish(imageset_id: int) -> None:
+def finish(imageset_id: int, *, should_stop: Callable[[], bool] = lambda: False) -> None:
     state = current_app.extensions["label_store"]
     image_set = db.session.get(ImageSet, imageset_id)
     if image_set is None:
@@ -61,8 +64,10 @@ def finish(imageset_id: int) -> None:
                 continue
             batch.append(blob)
             if len(batch) >= settings.finish_batch_size:
+                _stop_if_asked(should_stop, imageset_id)
                 _process(image_set, batch, pool)
                 batch = []
+        _stop_if_asked(should_stop, imageset_id)
         if batch:
             _process(image_set, batch, pool)
 
@@ -71,6 +76,12 @@ def finish(imageset_id: int) -> None:
     db.session.commit()
     state.storage.delete_upload_area(container)
     logger.info("image set finished", extra={"imageset_id": imageset_id, **image_sets.progress(image_set)})
+
+
+def _stop_if_asked(should_stop: Callable[[], bool], imageset_id: int) -> None:
+    if should_stop():
+        logger.warning("finishing stopped between batches; it resumes on retry", extra={"imageset_id": imageset_id})
+        raise WorkInterrupted(f"finishing image set {imageset_id} was stopped")
 
 
 def mark_failed(imageset_id: int, exc: BaseException) -> None:
@@ -141,7 +152,7 @@ def _process(image_set: ImageSet, batch: list[BlobInfo], pool: ThreadPoolExecuto
             winners = dict(db.session.execute(select(Image.md5, Image.id).where(
                 Image.md5.in_([o.md5 for o in lost]))).all())
             for outcome in lost:
-                storage.delete_image(f"{folder}/{outcome.blob.name}")
+                _delete_unless_catalogued(storage, f"{folder}/{outcome.blob.name}")
                 outcome.duplicate, outcome.image_id = True, winners.get(outcome.md5)
         for outcome in new:
             if not outcome.duplicate:
@@ -160,6 +171,15 @@ def _process(image_set: ImageSet, batch: list[BlobInfo], pool: ThreadPoolExecuto
     } for o in outcomes]).on_conflict_do_nothing())
     image_sets.refresh_progress(imageset_id)
     db.session.commit()
+
+
+def _delete_unless_catalogued(storage, path: str) -> None:
+    """Our copy lost the insert race to the same bytes elsewhere. Delete it only while no image row names the
+    path: a copy the catalogue points at belongs to whoever recorded it, never to this run."""
+    if db.session.scalar(select(Image.id).where(Image.blobstorage_path == path).limit(1)) is None:
+        storage.delete_image(path)
+    else:
+        logger.warning("kept a copy that a catalogued image points at", extra={"path": path})
 
 
 def _image_row(outcome: Outcome, imageset_id: int, folder: str) -> dict:
