@@ -59,7 +59,9 @@ def create_app(settings: Settings | None = None, *, validate_responses: bool = F
     flask_app.config.update(
         SQLALCHEMY_DATABASE_URI=sqlalchemy_url(settings.db_connection_string),
         SQLALCHEMY_ENGINE_OPTIONS={"pool_pre_ping": True, "pool_size": 10, "max_overflow": 20,
-                                   "connect_args": {"connect_timeout": 5, "application_name": "label-store"}},
+                                   "pool_timeout": settings.db_timeout_seconds,
+                                   "connect_args": {"connect_timeout": max(1, round(settings.db_timeout_seconds)),
+                                                    "application_name": "label-store"}},
         JSON_SORT_KEYS=False,
     )
     flask_app.json.sort_keys = False
@@ -92,17 +94,19 @@ def create_app(settings: Settings | None = None, *, validate_responses: bool = F
                    swagger_ui_config={"persistAuthorization": True, "displayRequestDuration": True}))
     with flask_app.app_context():
         state.authenticator = Authenticator(
-            engine=auth_engine(flask_app.config["SQLALCHEMY_DATABASE_URI"]), pepper=settings.api_key_pepper.get_secret_value(),
-            roles_by_operation=roles_from_spec(load_spec("api.yaml")))
+            engine=auth_engine(flask_app.config["SQLALCHEMY_DATABASE_URI"], settings.db_timeout_seconds),
+            pepper=settings.api_key_pepper.get_secret_value(), roles_by_operation=roles_from_spec(load_spec("api.yaml")),
+            db_timeout=settings.db_timeout_seconds)
     return cx
 
 
-def auth_engine(url: str):
+def auth_engine(url: str, timeout: float = 5.0):
     """A small autocommit pool for the per-request key lookup: no transaction, no pre-ping round trip."""
     from sqlalchemy import create_engine
 
     return create_engine(url, isolation_level="AUTOCOMMIT", pool_size=5, max_overflow=10, pool_pre_ping=False,
-                         connect_args={"connect_timeout": 5, "application_name": "label-store-auth"})
+                         pool_timeout=timeout,
+                         connect_args={"connect_timeout": max(1, round(timeout)), "application_name": "label-store-auth"})
 
 
 def load_spec(name: str) -> dict:

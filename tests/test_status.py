@@ -70,6 +70,35 @@ def test_answers_within_5s_when_storage_hangs(silent_server, app_with_storage):
     assert "no answer within" in response.json()["checks"]["blob_storage"]["message"]
 
 
+def test_a_hung_probe_is_never_started_twice(settings_overrides, cx_app, monkeypatch):
+    """Asked again and again while a dependency hangs past every deadline, status keeps answering on time,
+    the healthy checks stay healthy, and the hung probe holds one thread, not one per request."""
+    import threading
+
+    from app import create_app
+    from app.services import health
+
+    app = create_app(load(**{**settings_overrides, "status_check_timeout_seconds": 0.3})).app
+    release, started = threading.Event(), []
+
+    def hung(_app):
+        started.append(1)
+        release.wait(30)
+        return "late"
+
+    monkeypatch.setitem(health.CHECKS, "hung_dependency", (hung, lambda s: True))
+    try:
+        for _ in range(30):
+            began = time.monotonic()
+            healthy, checks = health.status(app)
+            assert time.monotonic() - began < 1
+            assert not healthy and checks["hung_dependency"].message == "no answer within 0.3s"
+            assert checks["database"].ok, checks["database"].message
+        assert len(started) == 1
+    finally:
+        release.set()
+
+
 def test_version(client):
     body = client.get("/info/version").json()
     assert body["version"]

@@ -69,6 +69,7 @@ class Authenticator:
     engine: object
     pepper: str
     roles_by_operation: dict[str, tuple["Rule", ...]]
+    db_timeout: float = 5.0  # seconds to get a connection: a database outage fails fast (503), never hangs
     _last_used: dict[int, datetime] = field(default_factory=dict)
     _last_flush: float = field(default_factory=time.monotonic)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -157,9 +158,10 @@ class Authenticator:
 
             url = self.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
             self._pool_loop = loop
-            self._async_pool = AsyncConnectionPool(url, min_size=1, max_size=10, open=False,
-                                                   kwargs={"autocommit": True, "application_name": "label-store-auth"})
-            self._pool_opening = loop.create_task(self._async_pool.open(wait=True, timeout=10))
+            self._async_pool = AsyncConnectionPool(url, min_size=1, max_size=10, open=False, timeout=self.db_timeout,
+                                                   kwargs={"autocommit": True, "application_name": "label-store-auth",
+                                                           "connect_timeout": max(1, round(self.db_timeout))})
+            self._pool_opening = loop.create_task(self._async_pool.open(wait=True, timeout=self.db_timeout))
         if self._pool_loop is not loop:
             return None
         pool = self._async_pool

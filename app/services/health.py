@@ -1,12 +1,15 @@
 """Health checks for /info/status: each dependency probed concurrently, each with a deadline.
 
 A hung dependency cannot hold the answer: checks run in a shared thread pool and whatever has not
-answered by the deadline is reported as timed out (its thread finishes on its own socket timeout).
+answered by the deadline is reported as timed out (its thread finishes on its own socket timeout). A check
+still running from an earlier request is waited for again, never started a second time, so hung probes
+hold at most one thread per check however often /info/status is asked.
 """
 from __future__ import annotations
 
 import concurrent.futures as cf
 import logging
+import threading
 import time
 from dataclasses import dataclass
 
@@ -16,7 +19,9 @@ from sqlalchemy import text
 from app.extensions import db, migrate
 
 logger = logging.getLogger(__name__)
-_pool = cf.ThreadPoolExecutor(max_workers=16, thread_name_prefix="status-check")
+_pool = cf.ThreadPoolExecutor(max_workers=8, thread_name_prefix="status-check")
+_running: dict[tuple[int, str], cf.Future] = {}  # (app, check) -> its probe still in flight
+_running_lock = threading.Lock()
 
 
 @dataclass
@@ -53,14 +58,15 @@ def _jobs(app) -> str:
     settings = app.extensions["label_store"].settings
     with app.app_context():
         with db.engine.connect() as conn:
-            seen = conn.execute(text(
-                "SELECT count(*) FROM procrastinate_workers "
-                "WHERE last_heartbeat > now() - make_interval(secs => :s)"), {"s": settings.worker_seen_within_seconds}
-            ).scalar_one()
-    if not seen:
-        raise RuntimeError(f"no worker seen in the last {settings.worker_seen_within_seconds}s: "
+            alive = conn.execute(text(
+                "SELECT p.host, p.pid FROM procrastinate_workers w LEFT JOIN worker_processes p ON p.worker_id = w.id "
+                "WHERE w.last_heartbeat > now() - make_interval(secs => :s) ORDER BY w.id"),
+                {"s": settings.worker_stalled_after_seconds}).all()
+    if not alive:
+        raise RuntimeError(f"no worker heartbeat in the last {settings.worker_stalled_after_seconds:g}s: "
                            "start one with `python -m app worker`")
-    return f"{seen} worker{'s' if seen != 1 else ''} alive"
+    where = ", ".join(f"{host}:{pid}" if host else "starting" for host, pid in alive[:10])
+    return f"{len(alive)} worker{'s' if len(alive) != 1 else ''} alive ({where}{', ...' if len(alive) > 10 else ''})"
 
 
 def _azure_ml(app) -> str:
@@ -80,7 +86,7 @@ CHECKS = {"database": (_database, lambda s: True), "blob_storage": (_storage, la
 def status(app) -> tuple[bool, dict[str, Check]]:
     timeout = app.extensions["label_store"].settings.status_check_timeout_seconds
     deadline = time.monotonic() + timeout
-    futures = {name: _pool.submit(fn, app) for name, (fn, _) in CHECKS.items()}
+    futures = {name: _probe(app, name, fn) for name, (fn, _) in CHECKS.items()}
     results: dict[str, Check] = {}
     settings = app.extensions["label_store"].settings
     for name, future in futures.items():
@@ -95,3 +101,12 @@ def status(app) -> tuple[bool, dict[str, Check]]:
             results[name] = Check(name, False, str(exc)[:300], required)
     healthy = all(c.ok for c in results.values() if c.required)
     return healthy, results
+
+
+def _probe(app, name: str, fn) -> cf.Future:
+    """The probe of `name` already in flight for this app, or a new one."""
+    with _running_lock:
+        future = _running.get((id(app), name))
+        if future is None or future.done():
+            future = _running[(id(app), name)] = _pool.submit(fn, app)
+        return future

@@ -52,7 +52,17 @@ def create(*, title: str, metadata: dict | None, created_by: Caller) -> tuple[Im
         progress_accepted=0, progress_duplicates=0, progress_rejected=0)
     add_titled(image_set, "image set")
     state.storage.create_upload_area(image_set.upload_container)
-    db.session.commit()
+    try:
+        db.session.commit()
+    except Exception:
+        # The set was not created, so neither is its upload area: no orphan container.
+        db.session.rollback()
+        try:
+            state.storage.delete_upload_area(image_set.upload_container)
+        except Exception:
+            logger.warning("could not remove the upload area of a set that was not created",
+                           extra={"container": image_set.upload_container})
+        raise
     logger.info("image set created", extra={"imageset_id": image_set.id})
     return image_set, upload_url(image_set)
 
