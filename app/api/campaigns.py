@@ -57,7 +57,7 @@ def change_status(campaign_id, body):
     return campaign_out(campaign_service.change_status(campaign_id, body["new_status"]))
 
 
-def list_images(campaign_id, page=1, per_page=50):
+def list_images(campaign_id, page=1, per_page=1000):
     result = campaign_service.list_images(campaign_id, page=page, per_page=per_page)
     return {"pagination": result.pagination,
             "images": [{"image_id": i, "url": f"/images/{i}"} for i in result.items]}
@@ -67,7 +67,7 @@ def add_images(campaign_id, body):
     return {"added": campaign_service.add_images(campaign_id, body)}
 
 
-def list_objects(campaign_id, page=1, per_page=50):
+def list_objects(campaign_id, page=1, per_page=1000):
     result = campaign_service.list_images(campaign_id, page=page, per_page=per_page)
     found = campaign_service.current_objects(campaign_id, result.items)
     return {"pagination": result.pagination, "images": [
@@ -87,5 +87,7 @@ def revisions(campaign_id, image_id):
 
 
 def image_objects(image_id, campaigns=None):
-    campaign_id, objects = campaign_service.image_objects(image_id, campaigns, current_caller())
-    return {"image_id": image_id, "campaign_id": campaign_id, "objects": [object_out(o) for o in objects]}
+    # Repeated (?campaigns=3&campaigns=1, what `requests` sends for a list) or comma-separated, in order
+    wanted = [int(c) for item in campaigns or [] for c in item.split(",")]
+    _, objects = campaign_service.image_objects(image_id, wanted, current_caller())
+    return [object_out(o) for o in objects]

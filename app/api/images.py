@@ -3,14 +3,12 @@ from app.services import images
 
 
 def image_out(image) -> dict:
-    has_location = image.lat is not None or image.location_description
     return {
         "image_id": image.id,
         "blobstorage_path": image.blobstorage_path,
         "imageset": {"imageset_id": image.imageset.id, "title": image.imageset.title} if image.imageset else None,
         "date_taken": image.date_taken.isoformat() if image.date_taken else None,
-        "location_taken": {"description": image.location_description, "lat": image.lat, "lon": image.lon}
-        if has_location else None,
+        "location_taken": {"description": image.location_description, "lat": image.lat, "lon": image.lon},
         "type": image.type,
         "metadata": image.meta_data,
         "tss_id": image.tss_id,

@@ -59,7 +59,7 @@ class LabelRevision(db.Model):
     image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"))
     revision: Mapped[int] = mapped_column(Integer)  # 1, 2, ... per image in the campaign
     submitted_by: Mapped[str] = mapped_column(String(254))  # owner of the key that submitted
-    key_id: Mapped[str] = mapped_column(String(32))
+    key_id: Mapped[str] = mapped_column(String(100))
     request_id: Mapped[str | None] = mapped_column(String(128))
     object_count: Mapped[int] = mapped_column(Integer)
     date_submitted: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

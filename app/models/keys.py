@@ -29,8 +29,10 @@ class ApiKey(db.Model):
     __tablename__ = "api_keys"
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    key_id: Mapped[str] = mapped_column(String(32), unique=True)
+    key_id: Mapped[str] = mapped_column(String(100), unique=True)  # LabelAPI allowed up to 100 characters
     secret_hash: Mapped[bytes] = mapped_column(LargeBinary(32))
+    # A key imported from LabelAPI: its bcrypt hash, until its first good request stores our HMAC instead
+    legacy_secret_hash: Mapped[bytes | None] = mapped_column(LargeBinary)
     previous_secret_hash: Mapped[bytes | None] = mapped_column(LargeBinary(32))
     previous_secret_valid_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     principal_id: Mapped[int] = mapped_column(ForeignKey("principals.id", ondelete="CASCADE"), index=True)

@@ -225,7 +225,9 @@ def _object_row(rules: _Rules, obj: dict, index: int, number: int, image_id: int
         problems.append("xmin must be less than xmax")
     if not box["ymin"] < box["ymax"]:
         problems.append("ymin must be less than ymax")
-    if box["xmin"] < 0 or box["ymin"] < 0 or box["xmax"] > width or box["ymax"] > height:
+    if box["xmin"] < 0 or box["ymin"] < 0:
+        problems.append("the box must lie inside the image (no negative coordinates)")
+    elif width is not None and (box["xmax"] > width or box["ymax"] > height):  # None: imported, size not read yet
         problems.append(f"the box must lie inside the image (0..{width} x 0..{height})")
     if problems:
         raise Unprocessable(f"{where}: bounding_box: {'; '.join(problems)}", index=index, object_index=number,
@@ -260,6 +262,12 @@ def image_objects(image_id: int, campaign_ids: list[int] | None, caller: Caller)
         labelled = labelled.where(CampaignImage.campaign_id.in_(caller.campaign_ids or [-1]))
     candidates = set(db.session.scalars(labelled))
     if campaign_ids:
+        known = set(db.session.scalars(select(Campaign.id).where(Campaign.id.in_(campaign_ids))))
+        if not caller.has(*MANAGERS):
+            known &= set(caller.campaign_ids)
+        unknown = next((c for c in campaign_ids if c not in known), None)
+        if unknown is not None:  # as LabelAPI answered
+            raise NotFound(f"no campaign {unknown}")
         chosen = next((c for c in campaign_ids if c in candidates), None)
     else:
         chosen = db.session.scalar(select(Campaign.id).where(Campaign.id.in_(candidates or [-1]),

@@ -6,6 +6,7 @@ from math import ceil
 
 from sqlalchemy import Select, func, select
 
+from app.errors import NotFound
 from app.extensions import db
 
 
@@ -26,5 +27,8 @@ class Page:
 
 def paginate(query: Select, page: int, per_page: int) -> Page:
     total = db.session.scalar(select(func.count()).select_from(query.order_by(None).subquery()))
+    last = max(1, ceil(total / per_page))
+    if page > last:  # LabelAPI's clients page until a 404; page 1 (even of an empty list) is always there
+        raise NotFound(f"page {page} is past the last page ({last})")
     items = db.session.scalars(query.limit(per_page).offset((page - 1) * per_page)).unique().all()
     return Page(list(items), page, per_page, total)

@@ -229,6 +229,15 @@ class BlobStorage:
     def read_range(self, container: str, name: str, offset: int, length: int) -> bytes:
         return self.service.get_blob_client(container, name).download_blob(offset=offset, length=length).readall()
 
+    def blob_info(self, container: str, name: str) -> BlobInfo | None:
+        """One blob's size and stored Content-MD5; None when there is no such blob."""
+        try:
+            props = self.service.get_blob_client(container, name).get_blob_properties()
+        except ResourceNotFoundError:
+            return None
+        md5 = props.content_settings.content_md5 if props.content_settings else None
+        return BlobInfo(name, props.size, bytes(md5).hex() if md5 else None)
+
     def stream_md5(self, container: str, name: str) -> str:
         digest = hashlib.md5(usedforsecurity=False)
         for chunk in self.service.get_blob_client(container, name).download_blob().chunks():
