@@ -12,9 +12,7 @@ import socket
 import subprocess
 import threading
 import sys
-import time
 import uuid
-from pathlib import Path
 
 import pytest
 from sqlalchemy import text
@@ -22,8 +20,8 @@ from sqlalchemy import text
 from app.embedded.azurite import Azurite
 from app.embedded.postgres import EmbeddedPostgres
 from app.settings import load
+from tests.helpers import ROOT, box, env_for, submit
 
-ROOT = Path(__file__).resolve().parents[1]
 PEPPER = "test-pepper-not-a-secret-0123456789"
 
 
@@ -134,12 +132,14 @@ def _empty_tables(request):
 @pytest.fixture
 def make_key(app_context):
     """make_key("admin", ...) -> headers carrying a fresh key pair with those roles."""
+    from app.extensions import db
     from app.services.keys import create_key
 
     def make(*roles: str, **options) -> dict:
         if "device" not in options:
             options.setdefault("email", f"{uuid.uuid4().hex[:8]}@example.org")
         key, secret = create_key(roles=list(roles), **options)
+        db.session.commit()  # the use case only flushes: requests commit at the edge, and so does this fixture
         return {"Authentication-Key": key.key_id, "Authentication-Secret": secret}
 
     return make
@@ -169,15 +169,6 @@ def image_set(make_image_set):
 
 
 # --- processes -------------------------------------------------------------------------------------
-
-def env_for(overrides: dict) -> dict:
-    # AZUREML_*: azure-ai-ml records its current cloud there, which a child must not inherit.
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("DB_", "AZURE_", "AZUREML_", "BOOTSTRAP_", "API_KEY"))}
-    env.update({k.upper(): str(v) for k, v in overrides.items()})
-    env["PYTHONPATH"] = str(ROOT)
-    return env
-
 
 class Processes:
     def __init__(self):
@@ -221,17 +212,6 @@ def start_worker(processes, settings_overrides, cx_app, tmp_path_factory):
     return start
 
 
-def wait_until(predicate, timeout: float = 30.0, interval: float = 0.1, message: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {message}")
-        time.sleep(interval)
-
-
 # --- shared data and servers -------------------------------------------------------------------------
 
 @pytest.fixture
@@ -271,8 +251,6 @@ def make_campaign(client, admin):
 @pytest.fixture
 def labelled(client, admin, make_campaign, stored_images):
     """A campaign over three 100x80 images: two labelled (one object and two), one with none."""
-    from tests.test_campaigns import box, submit
-
     campaign = make_campaign(stored_images[:3], title="Beach/Litter 2026")
     submit(client, admin, campaign["campaign_id"], [
         {"image_id": stored_images[0], "objects": [{"bounding_box": box(10, 60, 8, 40), "label": "bottle"}]},

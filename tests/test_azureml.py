@@ -14,8 +14,7 @@ import httpx
 import pytest
 
 from tests.azureml_standin import StandIn
-from tests.conftest import ROOT, env_for, wait_until
-from tests.test_datasets import wait_for_version
+from tests.helpers import ROOT, env_for, wait_for_version, wait_until
 
 SUB, RG, WS = "00000000-1111-2222-3333-444444444444", "rg-labels", "ws-labels"
 

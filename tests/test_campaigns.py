@@ -7,20 +7,7 @@ import httpx
 import pytest
 
 from tests import images
-from tests.test_errors import assert_problem
-from tests.test_image_sets import finish, report, upload_all
-
-
-def pair(token: dict) -> dict:
-    return {"Authentication-Key": token["apikey"], "Authentication-Secret": token["apisecret"]}
-
-
-def box(xmin=1, xmax=10, ymin=2, ymax=20):
-    return {"xmin": xmin, "xmax": xmax, "ymin": ymin, "ymax": ymax}
-
-
-def submit(client, headers, campaign_id, items):
-    return client.put(f"/api/v1/campaigns/{campaign_id}/objects", json=items, headers=headers)
+from tests.helpers import assert_problem, box, finish, pair, report, submit, upload_all
 
 
 # --- the whole flow --------------------------------------------------------------------------------

@@ -6,15 +6,7 @@ import json
 
 import httpx
 
-from tests.conftest import wait_until
-from tests.test_campaigns import submit
-from tests.test_errors import assert_problem
-
-
-def wait_for_version(client, admin, campaign_id, version, statuses=("exported", "registered", "failed")) -> dict:
-    url = f"/api/v1/campaigns/{campaign_id}/datasets/{version}"
-    return wait_until(lambda: (lambda d: d if d["status"] in statuses else None)(
-        client.get(url, headers=admin).json()), timeout=60, message=f"dataset version {version}")
+from tests.helpers import assert_problem, submit, wait_for_version
 
 
 def test_finishing_a_campaign_builds_and_exports_a_version(client, admin, labelled, start_worker, stored_images):

@@ -4,15 +4,7 @@ import logging
 
 import pytest
 
-
-def assert_problem(response, status: int) -> dict:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith("application/problem+json")
-    body = response.json()
-    assert {"type", "title", "status", "detail", "error"} <= body.keys()
-    assert body["status"] == status
-    assert body["error"] == body["detail"]
-    return body
+from tests.helpers import assert_problem
 
 
 def test_unknown_route_is_404_problem(client):

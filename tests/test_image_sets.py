@@ -4,7 +4,6 @@ from __future__ import annotations
 import hashlib
 import os
 import signal
-from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from urllib.parse import parse_qs, urlsplit
 
@@ -12,38 +11,7 @@ import httpx
 import pytest
 
 from tests import images
-from tests.conftest import wait_until
-from tests.test_errors import assert_problem
-
-
-def blob_url(container_url: str, name: str) -> str:
-    base, _, sas = container_url.partition("?")
-    return f"{base}/{name}?{sas}"
-
-
-def put(container_url: str, name: str, data: bytes) -> httpx.Response:
-    return httpx.put(blob_url(container_url, name), content=data,
-                     headers={"x-ms-blob-type": "BlockBlob", "x-ms-version": "2021-08-06"})
-
-
-def upload_all(container_url: str, files: dict[str, bytes]) -> None:
-    with ThreadPoolExecutor(16) as pool:
-        for name, response in zip(files, pool.map(lambda item: put(container_url, *item), files.items())):
-            assert response.status_code == 201, f"{name}: {response.status_code} {response.text}"
-
-
-def finish(client, admin, imageset_id, timeout=60) -> dict:
-    response = client.put(f"/api/v1/image_sets/{imageset_id}", json={"new_status": "finished"}, headers=admin)
-    assert response.status_code == 202, response.text
-    assert response.json()["status"] == "finishing"
-    return wait_until(lambda: (lambda s: s if s["status"] in ("finished", "failed") else None)(
-        client.get(f"/api/v1/image_sets/{imageset_id}", headers=admin).json()), timeout=timeout,
-        message="finishing to end")
-
-
-def report(client, admin, imageset_id) -> dict:
-    files = client.get(f"/api/v1/image_sets/{imageset_id}/report?per_page=1000", headers=admin).json()["files"]
-    return {f["name"]: f for f in files}
+from tests.helpers import assert_problem, blob_url, finish, put, report, upload_all, wait_until
 
 
 # --- creating ---------------------------------------------------------------------------------------

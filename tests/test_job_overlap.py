@@ -12,8 +12,7 @@ from sqlalchemy import select, text
 
 from app.errors import WorkInterrupted
 from tests import images
-from tests.conftest import wait_until
-from tests.test_image_sets import report, upload_all
+from tests.helpers import defer_check_storage, job_row, report, upload_all, wait_until
 
 
 def _job(flask_app, task_name: str) -> dict:
@@ -120,7 +119,6 @@ def test_a_stuck_job_does_not_keep_a_stopping_worker(flask_app, start_worker, si
     """A job stuck in a call that never returns cannot stop between batches: the worker exits anyway after
     the grace and its margin, and the job runs again elsewhere (its locks went with the process)."""
     from app.embedded.azurite import connection_string
-    from tests.test_jobs import defer_check_storage, job_row
 
     job_id = defer_check_storage(flask_app)
     stuck = start_worker(azure_storage_connection_string=connection_string("127.0.0.1", silent_server),
@@ -144,7 +142,6 @@ def test_worker_rides_out_a_database_restart(flask_app, start_worker, pg_server)
     if pg_server is None:
         pytest.skip("TEST_DATABASE_URL points at a server this test may not restart")
     from app.extensions import db
-    from tests.test_jobs import defer_check_storage, job_row
 
     worker = start_worker()
     first = defer_check_storage(flask_app)

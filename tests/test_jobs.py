@@ -3,33 +3,8 @@ and picked up again when the worker running them is killed."""
 import os
 import signal
 
-from sqlalchemy import text
-
 from app.embedded.azurite import Azurite, connection_string
-from tests.conftest import wait_until
-
-
-def job_row(flask_app, job_id):
-    from app.extensions import db
-
-    with flask_app.app_context():
-        with db.engine.connect() as conn:
-            return conn.execute(text("SELECT status, attempts FROM procrastinate_jobs WHERE id = :id"),
-                                {"id": job_id}).mappings().first()
-
-
-def defer_check_storage(flask_app, commit=True) -> int:
-    from app import jobs
-    from app.extensions import db
-    from app.jobs.tasks import check_storage
-
-    with flask_app.app_context():
-        job_id = jobs.defer(check_storage)
-        if commit:
-            db.session.commit()
-        else:
-            db.session.rollback()
-    return job_id
+from tests.helpers import defer_check_storage, job_row, wait_until
 
 
 def test_defer_joins_the_transaction(flask_app):

@@ -9,12 +9,7 @@ import httpx
 import pytest
 from sqlalchemy import text
 
-from tests.conftest import ROOT, env_for
-from tests.test_errors import assert_problem
-
-
-def pair(body: dict) -> dict:
-    return {"Authentication-Key": body["apikey"], "Authentication-Secret": body["apisecret"]}
+from tests.helpers import ROOT, assert_problem, env_for, pair
 
 
 def create(client, admin, **body) -> dict:

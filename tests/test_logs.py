@@ -15,7 +15,7 @@ from sqlalchemy import text
 
 from app import logs
 from app.embedded.ports import free_port, wait_for_port
-from tests.conftest import env_for, wait_until
+from tests.helpers import defer_check_storage, env_for, wait_until
 
 SAS_URL = "https://acct.blob.core.windows.net/c/b.jpg?sv=2024-08-04&sp=r&sig=LeakedSig%2Babc"
 CONNECTION = "DefaultEndpointsProtocol=https;AccountName=acct;AccountKey=LeakedKey0123==;EndpointSuffix=x"
@@ -112,8 +112,6 @@ def job_state(flask_app, job_id):
 
 
 def test_each_failed_job_attempt_is_logged_once_with_its_retry_time(flask_app, start_worker, storage_connection_string):
-    from tests.test_jobs import defer_check_storage
-
     job_id = defer_check_storage(flask_app)
     # The storage account's key was rotated under the worker: every attempt of the job is refused at once.
     wrong_key = base64.b64encode(b"rotated-away-account-key-0123456789abcdef").decode()

@@ -13,7 +13,7 @@ import psutil
 import pytest
 
 from app.embedded.ports import free_port
-from tests.conftest import ROOT, env_for, wait_until
+from tests.helpers import ROOT, env_for, wait_until
 
 
 def start(data_dir, port):

@@ -10,7 +10,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import text
 
 from app.embedded.ports import free_port
-from tests.conftest import ROOT, env_for, wait_until
+from tests.helpers import ROOT, env_for, wait_until
 
 
 def samples(body: str) -> dict:

@@ -9,7 +9,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, text
 
 from app.embedded.ports import free_port
-from tests.conftest import ROOT, env_for
+from tests.helpers import ROOT, env_for
 
 
 def start_migrate(env: dict) -> subprocess.Popen:

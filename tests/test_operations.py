@@ -3,9 +3,7 @@ from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import text
 
-from tests.conftest import wait_until
-from tests.test_errors import assert_problem
-from tests.test_jobs import defer_check_storage, job_row
+from tests.helpers import assert_problem, defer_check_storage, job_row, wait_until
 
 
 def test_failed_jobs_are_listed_and_can_be_queued_again(client, admin, flask_app, start_worker, app_context):

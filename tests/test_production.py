@@ -15,8 +15,7 @@ import yaml
 
 from app.embedded.ports import free_port
 from tests import images
-from tests.conftest import ROOT, env_for, wait_until
-from tests.test_image_sets import finish, put, report
+from tests.helpers import ROOT, env_for, finish, put, report, wait_until
 
 CONFIG_ERROR = "label-store: configuration error: "
 

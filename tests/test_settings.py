@@ -5,7 +5,7 @@ import sys
 import pytest
 
 from app.settings import SettingsError, load
-from tests.conftest import ROOT, env_for
+from tests.helpers import ROOT, env_for
 
 BAD = [
     ({"PORT": "eighty"}, "PORT"),

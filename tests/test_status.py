@@ -5,7 +5,7 @@ import pytest
 
 from app.embedded.azurite import Azurite, connection_string
 from app.settings import load
-from tests.conftest import wait_until
+from tests.helpers import wait_until
 
 
 def status(client):

@@ -1,0 +1,125 @@
+"""What tests share besides fixtures: waiting, child-process environments, problem+json checks, and the
+small client steps of LabelAPI's flow (upload, finish, label, export, jobs). Test modules import from here,
+never from one another or from conftest (tests/test_suite_layout.py holds them to it)."""
+from __future__ import annotations
+
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+from sqlalchemy import text
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def wait_until(predicate, timeout: float = 30.0, interval: float = 0.1, message: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {message}")
+        time.sleep(interval)
+
+
+def env_for(overrides: dict) -> dict:
+    """The environment of a child process (`python -m app ...`) configured with these settings only."""
+    # AZUREML_*: azure-ai-ml records its current cloud there, which a child must not inherit.
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("DB_", "AZURE_", "AZUREML_", "BOOTSTRAP_", "API_KEY"))}
+    env.update({k.upper(): str(v) for k, v in overrides.items()})
+    env["PYTHONPATH"] = str(ROOT)
+    return env
+
+
+def assert_problem(response, status: int) -> dict:
+    """The response is RFC 7807 problem+json with this status (and LabelAPI's `error` beside `detail`)."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    body = response.json()
+    assert {"type", "title", "status", "detail", "error"} <= body.keys()
+    assert body["status"] == status
+    assert body["error"] == body["detail"]
+    return body
+
+
+def pair(token: dict) -> dict:
+    """Request headers for a key pair as the API hands it out ({"apikey", "apisecret"})."""
+    return {"Authentication-Key": token["apikey"], "Authentication-Secret": token["apisecret"]}
+
+
+# --- image sets: uploading as azcopy or Storage Explorer would, then finishing --------------------------
+
+def blob_url(container_url: str, name: str) -> str:
+    base, _, sas = container_url.partition("?")
+    return f"{base}/{name}?{sas}"
+
+
+def put(container_url: str, name: str, data: bytes) -> httpx.Response:
+    return httpx.put(blob_url(container_url, name), content=data,
+                     headers={"x-ms-blob-type": "BlockBlob", "x-ms-version": "2021-08-06"})
+
+
+def upload_all(container_url: str, files: dict[str, bytes]) -> None:
+    with ThreadPoolExecutor(16) as pool:
+        for name, response in zip(files, pool.map(lambda item: put(container_url, *item), files.items())):
+            assert response.status_code == 201, f"{name}: {response.status_code} {response.text}"
+
+
+def finish(client, admin, imageset_id, timeout=60) -> dict:
+    """Ask for finishing (202) and wait for a worker to end it; the set as the API then shows it."""
+    response = client.put(f"/api/v1/image_sets/{imageset_id}", json={"new_status": "finished"}, headers=admin)
+    assert response.status_code == 202, response.text
+    assert response.json()["status"] == "finishing"
+    return wait_until(lambda: (lambda s: s if s["status"] in ("finished", "failed") else None)(
+        client.get(f"/api/v1/image_sets/{imageset_id}", headers=admin).json()), timeout=timeout,
+        message="finishing to end")
+
+
+def report(client, admin, imageset_id) -> dict:
+    files = client.get(f"/api/v1/image_sets/{imageset_id}/report?per_page=1000", headers=admin).json()["files"]
+    return {f["name"]: f for f in files}
+
+
+# --- campaigns and datasets -------------------------------------------------------------------------
+
+def box(xmin=1, xmax=10, ymin=2, ymax=20):
+    return {"xmin": xmin, "xmax": xmax, "ymin": ymin, "ymax": ymax}
+
+
+def submit(client, headers, campaign_id, items):
+    return client.put(f"/api/v1/campaigns/{campaign_id}/objects", json=items, headers=headers)
+
+
+def wait_for_version(client, admin, campaign_id, version, statuses=("exported", "registered", "failed")) -> dict:
+    url = f"/api/v1/campaigns/{campaign_id}/datasets/{version}"
+    return wait_until(lambda: (lambda d: d if d["status"] in statuses else None)(
+        client.get(url, headers=admin).json()), timeout=60, message=f"dataset version {version}")
+
+
+# --- jobs ---------------------------------------------------------------------------------------------
+
+def job_row(flask_app, job_id):
+    """The job's status and attempts as procrastinate stores them (None when it was never committed)."""
+    from app.extensions import db
+
+    with flask_app.app_context():
+        with db.engine.connect() as conn:
+            return conn.execute(text("SELECT status, attempts FROM procrastinate_jobs WHERE id = :id"),
+                                {"id": job_id}).mappings().first()
+
+
+def defer_check_storage(flask_app, commit=True) -> int:
+    from app import jobs
+    from app.extensions import db
+
+    with flask_app.app_context():
+        job_id = jobs.defer("check_storage")
+        if commit:
+            db.session.commit()
+        else:
+            db.session.rollback()
+    return job_id
