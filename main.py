@@ -1,7 +1,7 @@
 """The ASGI app: `uvicorn main:app` (development) or gunicorn with uvicorn workers (production)."""
 import sys
 
-from app import create_app
+from app.factory import create_app
 
 try:
     app = create_app()

@@ -176,14 +176,22 @@ class JobFailureFilter(logging.Filter):
         return record.levelno >= wanted
 
 
+_task_lookup = lambda name: None  # noqa: E731  (task name -> procrastinate Task; app.jobs sets it)
+
+
+def use_task_lookup(lookup) -> None:
+    """How the failed-attempt log line finds a task's retry strategy (app.jobs hands in its registry, so
+    logging does not import the job queue)."""
+    global _task_lookup
+    _task_lookup = lookup
+
+
 def _retry_at(job: dict, error: BaseException | None) -> str | None:
     """The time procrastinate has just decided on, recomputed with the task's own retry strategy."""
     try:
         from types import SimpleNamespace
 
-        from app.jobs import queue
-
-        task = queue.tasks.get(job.get("task_name"))
+        task = _task_lookup(job.get("task_name"))
         decision = task.retry_strategy.get_retry_decision(
             exception=error, job=SimpleNamespace(**job)) if task and task.retry_strategy else None
         return decision.retry_at.astimezone(timezone.utc).isoformat(timespec="milliseconds") if decision else None

@@ -17,6 +17,8 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, g
 from prometheus_client.core import GaugeMetricFamily
 from sqlalchemy import text
 
+from app.extensions import db
+
 logger = logging.getLogger(__name__)
 
 MULTIPROCESS_DIR = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
@@ -34,8 +36,10 @@ FINISHING_WINDOW_ROWS = 200_000
 OUTCOMES = ("accepted", "duplicate", "rejected")
 
 
-def exposition(engine) -> bytes:
-    """The Prometheus text format (0.0.4), which scrapers assume for a plain text/plain answer."""
+def exposition(engine=None) -> bytes:
+    """The Prometheus text format (0.0.4), which scrapers assume for a plain text/plain answer; the
+    database metrics are read through `engine` (the app's own by default)."""
+    engine = engine if engine is not None else db.engine
     if MULTIPROCESS_DIR:
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry, path=MULTIPROCESS_DIR)

@@ -193,6 +193,13 @@ class Settings(BaseSettings):
 
     # --- derived values
     @property
+    def db_libpq_url(self) -> str | None:
+        """DB_CONNECTION_STRING as libpq (psycopg) reads it: without a SQLAlchemy driver name."""
+        if self.db_connection_string is None:
+            return None
+        return "postgresql://" + self.db_connection_string.split("://", 1)[1]
+
+    @property
     def embedded_database(self) -> bool:
         return self.db_connection_string is None
 

@@ -23,7 +23,7 @@ sys.path.insert(0, str(ROOT))
 # Peak RSS from VmHWM: ru_maxrss survives exec, so a child would report its parent's peak at fork time.
 CHILD = """
 import sys, time
-from app import create_app
+from app.factory import create_app
 from app.services import datasets
 cx = create_app()
 with cx.app.app_context():

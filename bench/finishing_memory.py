@@ -32,7 +32,7 @@ def child(overrides: dict, imageset_id: int | None) -> dict:
     import logging
     import resource
 
-    from app import create_app
+    from app.factory import create_app
     from app.settings import load
 
     cx = create_app(load(**overrides))
@@ -77,9 +77,9 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=10_000, help="images to finish (default 10000)")
     n = parser.parse_args().count
 
-    from app import create_app
-    from app.auth import Caller
-    from app.cli import migrate_database
+    from app.factory import create_app
+    from app.auth.policy import Caller
+    from app.migrate import migrate_database
     from app.embedded.azurite import Azurite
     from app.embedded.postgres import EmbeddedPostgres
     from app.extensions import db

@@ -79,9 +79,9 @@ def main() -> None:
     args = parser.parse_args()
     n = args.count
 
-    from app import create_app
-    from app.auth import Caller
-    from app.cli import migrate_database
+    from app.factory import create_app
+    from app.auth.policy import Caller
+    from app.migrate import migrate_database
     from app.embedded.azurite import Azurite
     from app.embedded.postgres import EmbeddedPostgres
     from app.extensions import db

@@ -54,8 +54,8 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=100_000, help="rows in the images table (default 100000)")
     n = parser.parse_args().count
 
-    from app import create_app
-    from app.cli import migrate_database
+    from app.factory import create_app
+    from app.migrate import migrate_database
     from app.embedded.azurite import Azurite
     from app.embedded.postgres import EmbeddedPostgres
     from app.extensions import db

@@ -31,8 +31,8 @@ def main() -> None:
         pg = EmbeddedPostgres(Path(tmp) / "pg").start()  # durable settings, as in production
         azurite = Azurite(Path(tmp) / "azurite").start()
         try:
-            from app import create_app
-            from app.cli import migrate_database
+            from app.factory import create_app
+            from app.migrate import migrate_database
             from app.extensions import db
             from app.models import Campaign, CampaignImage, Image, Principal
             from app.services.keys import create_key

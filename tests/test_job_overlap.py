@@ -12,7 +12,7 @@ from sqlalchemy import select, text
 
 from app.errors import WorkInterrupted
 from tests import images
-from tests.helpers import defer_check_storage, job_row, report, upload_all, wait_until
+from tests.helpers import QUICK_RECOVERY, defer_check_storage, job_row, report, upload_all, wait_until
 
 
 def _job(flask_app, task_name: str) -> dict:
@@ -66,7 +66,6 @@ def _assert_every_image_has_its_blob(client, admin, flask_app, image_set) -> Non
 def test_one_finishing_job_run_by_two_workers_at_once_loses_no_blob(client, admin, image_set, start_worker, flask_app):
     from app import jobs
     from app.extensions import db
-    from app.jobs.tasks import finish_image_set
 
     files = {f"batch/{i:04d}.png": images.png(seed=i, width=16, height=16) for i in range(300)}
     files["batch/dup.png"] = files["batch/0007.png"]
@@ -76,7 +75,7 @@ def test_one_finishing_job_run_by_two_workers_at_once_loses_no_blob(client, admi
     # Forced: a second run of the same work queued beside the first (as stalled-job recovery does to a
     # worker it wrongly believes dead), and two workers that take one each at the same moment.
     with flask_app.app_context():
-        jobs.defer(finish_image_set, imageset_id=image_set["imageset_id"])
+        jobs.defer("finish_image_set", imageset_id=image_set["imageset_id"])
         db.session.commit()
     workers = [start_worker(capture_output=True, finish_batch_size=10, finish_concurrency=2, worker_concurrency=1)
                for _ in range(2)]
@@ -133,7 +132,7 @@ def test_a_stuck_job_does_not_keep_a_stopping_worker(flask_app, start_worker, si
     assert stuck.returncode == 1
     assert "did not stop within the shutdown grace" in output
 
-    start_worker()
+    start_worker(**QUICK_RECOVERY)  # notices the dead worker's silence sooner
     wait_until(lambda: job_row(flask_app, job_id)["status"] == "succeeded", timeout=60,
                message="the job to run again on a healthy worker")
 
@@ -159,13 +158,19 @@ def test_worker_rides_out_a_database_restart(flask_app, start_worker, pg_server)
     assert worker.poll() is None
 
 
-def test_status_counts_live_workers_by_the_recovery_rule_and_names_them(client, flask_app, start_worker, settings):
+def test_status_counts_live_workers_by_the_recovery_rule_and_names_them(flask_app, start_worker, settings_overrides):
     from app.extensions import db
+    from app.factory import create_app
+    from app.settings import load
+
+    # The workers and the app answering /info/status share one (quicker) rule.
+    settings = load(**{**settings_overrides, **QUICK_RECOVERY})
+    client = create_app(settings).test_client()
 
     def job_queue() -> dict:
         return client.get("/info/status").json()["checks"]["job_queue"]
 
-    kept, doomed = start_worker(), start_worker()
+    kept, doomed = start_worker(**QUICK_RECOVERY), start_worker(**QUICK_RECOVERY)
     wait_until(lambda: f":{kept.pid}" in job_queue()["message"] and f":{doomed.pid}" in job_queue()["message"],
                timeout=30, message="both workers to be listed with host and pid")
     assert job_queue()["message"].startswith("2 workers alive")

@@ -1,7 +1,8 @@
 """Thin handlers: validated input in, a service call, a shaped response out.
 
 Operations declare application/json for success and application/problem+json for errors, so Connexion
-asks every handler to name its content type; `resolver` does that once for all of them.
+asks every handler to name its content type; `resolver` does that once for all of them, and runs each
+operation as one unit of work (app.unit_of_work): the request's edge is where it commits.
 """
 from __future__ import annotations
 
@@ -10,7 +11,14 @@ import functools
 from connexion.resolver import Resolver
 from connexion.utils import get_function_from_name
 
+from app.unit_of_work import unit_of_work
+
 JSON = {"Content-Type": "application/json"}
+
+
+def iso(value) -> str | None:
+    """A date or time as the API writes it: ISO 8601, or null."""
+    return value.isoformat() if value is not None else None
 
 
 def _with_content_type(result):
@@ -25,11 +33,14 @@ def _with_content_type(result):
 
 
 def _json_handler(name: str):
+    """Every operation is one unit of work: its changes commit when the handler returns, or none do."""
     function = get_function_from_name(name)
 
     @functools.wraps(function)
     def handler(*args, **kwargs):
-        return _with_content_type(function(*args, **kwargs))
+        with unit_of_work():
+            result = function(*args, **kwargs)
+        return _with_content_type(result)
 
     return handler
 

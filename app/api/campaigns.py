@@ -1,11 +1,8 @@
 from flask import request
 
-from app.auth import current_caller
+from app.api import iso
+from app.auth.connexion_glue import current_caller
 from app.services import campaigns as campaign_service
-
-
-def _date(value):
-    return value.isoformat() if value else None
 
 
 def campaign_out(campaign, token=None) -> dict:
@@ -18,10 +15,10 @@ def campaign_out(campaign, token=None) -> dict:
         "label_translations": campaign.label_translations,
         "labels": campaign.labels,
         "labeler_email": campaign.labeler.name,
-        "date_created": _date(campaign.date_created),
-        "date_started": _date(campaign.date_started),
-        "date_completed": _date(campaign.date_completed),
-        "date_finished": _date(campaign.date_finished),
+        "date_created": iso(campaign.date_created),
+        "date_started": iso(campaign.date_started),
+        "date_completed": iso(campaign.date_completed),
+        "date_finished": iso(campaign.date_finished),
         "created_by": campaign.created_by.name if campaign.created_by else None,
     }
     if token is not None:

@@ -1,13 +1,9 @@
-from datetime import timedelta
+from flask import Response, stream_with_context
 
-from flask import Response, current_app, stream_with_context
-
-from app.auth import current_caller
+from app.api import iso
+from app.auth.connexion_glue import current_caller
 from app.services import datasets
 
-
-def _date(value):
-    return value.isoformat() if value else None
 
 
 def dataset_out(dataset) -> dict:
@@ -17,8 +13,8 @@ def dataset_out(dataset) -> dict:
         "image_count": dataset.image_count, "object_count": dataset.object_count,
         "azureml": {"labels_asset": f"{dataset.name}_labels", "images_asset": f"{dataset.name}_images",
                     "labels_id": dataset.azureml_labels_id, "images_id": dataset.azureml_images_id},
-        "date_created": _date(dataset.date_created), "date_exported": _date(dataset.date_exported),
-        "date_registered": _date(dataset.date_registered), "created_by": dataset.created_by,
+        "date_created": iso(dataset.date_created), "date_exported": iso(dataset.date_exported),
+        "date_registered": iso(dataset.date_registered), "created_by": dataset.created_by,
     }
 
 
@@ -32,13 +28,8 @@ def create_version(campaign_id):
 
 def get_version(campaign_id, version):
     dataset = datasets.get(campaign_id, version)
-    state = current_app.extensions["label_store"]
-    ttl = timedelta(minutes=state.settings.image_read_token_minutes)
-    files = []
-    if dataset.date_exported:
-        for name in ("annotations.jsonl", "MLTable"):
-            signed = state.storage.image_read_url(f"{dataset.folder}/{name}", ttl)
-            files.append({"name": name, "url": signed.url, "expires_at": signed.expires_at.isoformat()})
+    files = [{"name": name, "url": signed.url, "expires_at": signed.expires_at.isoformat()}
+             for name, signed in datasets.files(dataset)]
     return {**dataset_out(dataset), "files": files}
 
 
@@ -47,12 +38,7 @@ def retry(campaign_id, version):
 
 
 def coco(campaign_id, version=None):
-    if version is not None:
-        dataset_id = datasets.get(campaign_id, version).id
-        chunks = datasets.coco_chunks(dataset_id=dataset_id)
-    else:
-        datasets.campaigns.get(campaign_id)
-        chunks = datasets.coco_chunks(campaign_id=campaign_id)
+    chunks = datasets.coco_export(campaign_id, version)
     name = f"campaign-{campaign_id}" + (f"-v{version}" if version else "") + ".coco.json"
     return Response(stream_with_context(chunks), mimetype="application/json",
                     headers={"Content-Disposition": f'attachment; filename="{name}"'})

@@ -1,5 +1,6 @@
+from app.api import iso
 from app.api.images import image_out
-from app.auth import current_caller
+from app.auth.connexion_glue import current_caller
 from app.services import image_sets
 
 
@@ -11,7 +12,7 @@ def image_set_out(image_set, signed_url=None) -> dict:
         "metadata": image_set.meta_data,
         "blobstorage_path": image_set.blobstorage_path,
         "date_created": image_set.date_created.isoformat(),
-        "date_finished": image_set.date_finished.isoformat() if image_set.date_finished else None,
+        "date_finished": iso(image_set.date_finished),
         "created_by": image_set.created_by.name if image_set.created_by else None,
         "error": image_set.error,
         "progress": image_sets.progress(image_set),

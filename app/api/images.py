@@ -1,3 +1,4 @@
+from app.api import iso
 from app.api.keys import parse_datetime
 from app.services import images
 
@@ -7,7 +8,7 @@ def image_out(image) -> dict:
         "image_id": image.id,
         "blobstorage_path": image.blobstorage_path,
         "imageset": {"imageset_id": image.imageset.id, "title": image.imageset.title} if image.imageset else None,
-        "date_taken": image.date_taken.isoformat() if image.date_taken else None,
+        "date_taken": iso(image.date_taken),
         "location_taken": {"description": image.location_description, "lat": image.lat, "lon": image.lon},
         "type": image.type,
         "metadata": image.meta_data,

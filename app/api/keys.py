@@ -1,6 +1,7 @@
 from datetime import datetime, timezone
 
-from app.auth import current_caller
+from app.api import iso
+from app.auth.connexion_glue import current_caller
 from app.services import keys
 
 
@@ -21,9 +22,9 @@ def key_out(key, secret: str | None = None) -> dict:
         "campaign_ids": key.campaign_ids,
         "description": key.description,
         "date_created": key.date_created.isoformat(),
-        "expires_at": key.expires_at.isoformat() if key.expires_at else None,
-        "last_used_at": key.last_used_at.isoformat() if key.last_used_at else None,
-        "revoked_at": key.revoked_at.isoformat() if key.revoked_at else None,
+        "expires_at": iso(key.expires_at),
+        "last_used_at": iso(key.last_used_at),
+        "revoked_at": iso(key.revoked_at),
     }
     if secret is not None:
         out.update(apikey=key.key_id, apisecret=secret)

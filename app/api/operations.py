@@ -1,12 +1,13 @@
+from app.api import iso
 from app.services import operations
 
 
 def job_out(row) -> dict:
     return {"job_id": row["id"], "task": row["task_name"], "arguments": row["args"], "status": row["status"],
             "attempts": row["attempts"], "queue": row["queue_name"],
-            "scheduled_at": row["scheduled_at"].isoformat() if row["scheduled_at"] else None,
+            "scheduled_at": iso(row["scheduled_at"]),
             "last_event": row["last_event"],
-            "last_event_at": row["last_event_at"].isoformat() if row["last_event_at"] else None}
+            "last_event_at": iso(row["last_event_at"])}
 
 
 def list_jobs(page=1, per_page=50, status=None, task=None):

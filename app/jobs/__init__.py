@@ -1,65 +1,54 @@
 """Background work on procrastinate, in the same PostgreSQL as the data.
 
-The web process defers jobs through SQLAlchemy on the request's own connection, so a job exists
-exactly when the change that asked for it is committed. The worker process runs them with
-procrastinate's async psycopg connector (see app.cli worker).
+The web process defers jobs by task name through SQLAlchemy on the request's own connection, so a job
+exists exactly when the change that asked for it is committed, and services never import the tasks. The
+worker process runs them with procrastinate's async psycopg connector (see app.cli worker), each inside the
+app context that `app_context_middleware` gives it.
 """
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import socket
 
 import procrastinate
-from flask import has_app_context
 from procrastinate.contrib.sqlalchemy import SQLAlchemyPsycopg2Connector
+
+from app import logs
+from app.extensions import db
 
 logger = logging.getLogger(__name__)
 
-queue = procrastinate.App(connector=SQLAlchemyPsycopg2Connector(), import_paths=["app.jobs.tasks"])
-
-_flask_app = None
+TASKS_MODULE = "app.jobs.tasks"
+procrastinate_app = procrastinate.App(connector=SQLAlchemyPsycopg2Connector(), import_paths=[TASKS_MODULE])
+logs.use_task_lookup(procrastinate_app.tasks.get)  # the failed-attempt log line shows the retry time
 
 
 def init_app(flask_app) -> None:
-    """Bind the queue to this Flask app's engine (for deferring) and app context (for tasks)."""
-    global _flask_app
-    from app.extensions import db
-
-    _flask_app = flask_app
+    """Bind procrastinate to this Flask app's engine, for deferring on the request's connection."""
     with flask_app.app_context():
-        queue.connector.open(db.engine)
+        procrastinate_app.connector.open(db.engine)
 
 
-def flask_app():
-    if _flask_app is None:
-        raise RuntimeError("app.jobs.init_app() was not called in this process")
-    return _flask_app
+def app_context_middleware(flask_app):
+    """A procrastinate task middleware: every task runs inside `flask_app`'s app context (db, settings)."""
+    def run(call_next, context, worker):
+        with flask_app.app_context():
+            return call_next()
+
+    return run
 
 
-def in_app_context(fn):
-    """Run a task body inside the Flask app context, so it can use db.session and settings."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        if has_app_context():  # called directly by code that already has its app (tests, other tasks)
-            return fn(*args, **kwargs)
-        with flask_app().app_context():
-            return fn(*args, **kwargs)
-
-    return wrapper
+def defer(task_name: str, *, lock: str | None = None, **kwargs) -> int:
+    """Defer the task called `task_name` inside the current database transaction: it runs only if the
+    caller commits."""
+    return procrastinate_app.configure_task(task_name, allow_unknown=False, lock=lock,
+                                            connection=db.session.connection()).defer(**kwargs)
 
 
-def defer(task, configure: dict | None = None, **kwargs) -> int:
-    """Defer `task` inside the current database transaction: it runs only if the caller commits."""
-    from app.extensions import db
-
-    return task.configure(connection=db.session.connection(), **(configure or {})).defer(**kwargs)
-
-
-def import_tasks() -> None:
-    import app.jobs.tasks  # noqa: F401  (registers the tasks on `queue`)
+def load_tasks() -> None:
+    """Register the tasks on `procrastinate_app` (its import paths), as a worker must before it runs."""
+    procrastinate_app.perform_import_paths()
 
 
 async def retry_stalled(app, seconds_since_heartbeat: float, exclude_worker: int | None = None) -> list[int]:

@@ -6,13 +6,15 @@ import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from flask import current_app
 from procrastinate import JobContext, RetryStrategy
 from procrastinate.exceptions import JobAborted
 
+from app.azureml import RegistrationRefused
 from app.errors import WorkInterrupted
-from app.jobs import in_app_context, queue
+from app.jobs import procrastinate_app
 from app.jobs.exclusive import exclusive
+from app.services import datasets, finishing
+from app.state import app_state
 
 logger = logging.getLogger(__name__)
 
@@ -36,38 +38,39 @@ def one_run(context: JobContext, kind: str, key: int, *,
         raise
 
 
-@queue.periodic(cron="*/5 * * * *", periodic_id="check_storage")
+@procrastinate_app.periodic(cron="*/5 * * * *", periodic_id="check_storage")
 # `lock`, not `queueing_lock`: a queueing lock made the retry of a failed check collide (UniqueViolation) with
 # the next scheduled check already waiting, leaving the job stuck in "doing".
-@queue.task(name="check_storage", retry=BACKOFF, lock="check_storage")
-@in_app_context
+@procrastinate_app.task(name="check_storage", retry=BACKOFF, lock="check_storage")
 def check_storage(timestamp: int | None = None) -> None:
     """Write and delete a probe blob (its own unique name). Runs every 5 minutes, so a storage outage shows
     as failing jobs."""
-    current_app.extensions["label_store"].storage.probe()
+    app_state().storage.probe()
     logger.info("storage check passed")
 
 
-@queue.task(name="finish_image_set", retry=BACKOFF, pass_context=True)
-@in_app_context
+@procrastinate_app.task(name="finish_image_set", retry=BACKOFF, pass_context=True)
 def finish_image_set(context: JobContext, imageset_id: int) -> None:
     """Check, de-duplicate and catalogue a set's uploads (app.services.finishing); resumable."""
-    from app.services import finishing
-
     with one_run(context, "image_set", imageset_id,
                  on_final_failure=lambda exc: finishing.mark_failed(imageset_id, exc)):
         finishing.finish(imageset_id, should_stop=context.should_abort)
 
 
-@queue.task(name="build_dataset", retry=BACKOFF, pass_context=True)
-@in_app_context
+@procrastinate_app.task(name="build_dataset", retry=BACKOFF, pass_context=True)
 def build_dataset(context: JobContext, dataset_id: int) -> None:
     """Export a dataset version's files and register them in Azure ML (app.services.datasets); idempotent."""
-    from app.azureml import RegistrationRefused
-    from app.services import datasets
-
     with one_run(context, "dataset", dataset_id, on_final_failure=lambda exc: datasets.mark_failed(dataset_id, exc)):
         try:
             datasets.build(dataset_id, should_stop=context.should_abort)
         except RegistrationRefused as refused:  # retrying cannot help: say why and stop
             datasets.mark_failed(dataset_id, refused)
+
+
+@procrastinate_app.task(name="backfill_labelapi_images", retry=BACKOFF, pass_context=True)
+def backfill_labelapi_images(context: JobContext) -> None:
+    """Read MD5, dimensions and sizes of images imported from LabelAPI (app.labelapi.backfill); resumable."""
+    from app.labelapi import backfill
+
+    with one_run(context, "labelapi_backfill", 0, on_final_failure=lambda exc: None):
+        backfill.backfill(should_stop=context.should_abort)

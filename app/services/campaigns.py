@@ -14,11 +14,11 @@ from datetime import datetime, timezone
 from sqlalchemy import func, select, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-from app.auth import Caller
+from app.auth.policy import Caller
 from app.errors import Conflict, NotFound, Unprocessable
 from app.extensions import db
 from app.models import ApiKey, ApiKeyCampaign, Campaign, CampaignImage, Image, LabelObject, LabelRevision
-from app.services import images, keys
+from app.services import datasets, images, keys
 from app.services.lookup import add_titled, get_or_404
 from app.services.pagination import Page, paginate
 
@@ -48,19 +48,17 @@ def create(*, title: str, labeler_email: str, metadata: dict | None, label_trans
                         labels=labels, labeler=labeler, created_by_id=created_by.principal_id, progress_total=0,
                         progress_done=0)
     add_titled(campaign, "campaign")
-    now = datetime.now(timezone.utc)
     existing = db.session.scalar(
-        select(ApiKey).where(ApiKey.principal_id == labeler.id, ApiKey.roles.any("labeler"),
-                             ApiKey.revoked_at.is_(None), (ApiKey.expires_at.is_(None)) | (ApiKey.expires_at > now))
+        select(ApiKey).where(ApiKey.principal_id == labeler.id, ApiKey.roles.any("labeler"), keys.usable())
         .order_by(ApiKey.id).limit(1))
     if existing is not None:
         db.session.add(ApiKeyCampaign(api_key_id=existing.id, campaign_id=campaign.id))
         token = AccessToken(existing.key_id, None)
     else:
         key, secret = keys.create_key(roles=["labeler"], email=labeler_email, campaign_ids=[campaign.id],
-                                      description=f"labeler of campaign {campaign.id}", commit=False)
+                                      description=f"labeler of campaign {campaign.id}")
         token = AccessToken(key.key_id, secret)
-    db.session.commit()
+    db.session.flush()
     logger.info("campaign created", extra={"campaign_id": campaign.id, "new_key": token.apisecret is not None})
     return campaign, token
 
@@ -79,7 +77,6 @@ def list_campaigns(*, page: int, per_page: int, caller: Caller) -> Page:
 def change_status(campaign_id: int, new_status: str) -> Campaign:
     campaign = get(campaign_id, for_update=True)
     _move(campaign, new_status)
-    db.session.commit()
     return campaign
 
 
@@ -92,8 +89,6 @@ def _move(campaign: Campaign, new_status: str) -> None:
     if date_field:
         setattr(campaign, date_field, datetime.now(timezone.utc))
     if new_status == "finished":  # a dataset version is built from what was just finished
-        from app.services import datasets
-
         datasets.on_campaign_finished(campaign)
     logger.info("campaign status", extra={"campaign_id": campaign.id, "status": new_status})
 
@@ -106,7 +101,6 @@ def add_images(campaign_id: int, items: list[dict]) -> int:
     added = db.session.execute(pg_insert(CampaignImage).values(
         [{"campaign_id": campaign_id, "image_id": i} for i in resolved]).on_conflict_do_nothing()).rowcount
     _refresh_progress(campaign)
-    db.session.commit()
     return added
 
 
@@ -186,7 +180,7 @@ def submit(campaign_id: int, items: list[dict], *, caller: Caller, request_id: s
     _refresh_progress(campaign)
     if campaign.progress_total and campaign.progress_done == campaign.progress_total:
         _move(campaign, "completed")  # the last image got its labels
-    db.session.commit()
+    db.session.flush()
     return {"images": len(image_ids), "objects": len(objects), "status": campaign.status,
             "progress": {"total": campaign.progress_total, "done": campaign.progress_done}}
 

@@ -4,7 +4,7 @@ copied server-side into the image container; then the upload area is deleted.
 Idempotent and resumable: a report row per file is written in the same transaction as its image, and
 files that already have one are skipped. Killed anywhere and run again, every file ends up recorded
 exactly once. Two runs never work on one set at once (the task holds app.jobs.exclusive's lock), and a
-run asked to stop gives up between batches, leaving the rest to its retry. Per batch: inspect (parallel ranged reads) -> decide duplicates (one query) -> copy new
+run asked to stop gives up between batches, leaving the rest to its retry. Per batch: read facts (parallel ranged reads) -> decide duplicates (one query) -> copy new
 files (parallel, server-side) -> one transaction of bulk inserts.
 """
 from __future__ import annotations
@@ -21,11 +21,14 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from app.errors import WorkInterrupted
 from app.extensions import db
-from app.logs import redact
 from app.models import FinishReport, Image, ImageSet, ImageSetMember
 from app.services import image_sets
-from app.services.inspect import HEAD_BYTES, LARGE_HEAD_BYTES, TAIL_BYTES, Facts, Rejected, inspect, needs_larger_head
+from app.services.failures import record_failure
+from app.services.image_facts import (HEAD_BYTES, LARGE_HEAD_BYTES, TAIL_BYTES, Facts, Rejected, needs_larger_head,
+                                      read_facts)
+from app.state import app_state
 from app.storage import BlobInfo
+from app.unit_of_work import unit_of_work
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +44,7 @@ class Outcome:
 
 
 def finish(imageset_id: int, *, should_stop: Callable[[], bool] = lambda: False) -> None:
-    state = current_app.extensions["label_store"]
+    state = app_state()
     image_set = db.session.get(ImageSet, imageset_id)
     if image_set is None:
         return
@@ -53,8 +56,8 @@ def finish(imageset_id: int, *, should_stop: Callable[[], bool] = lambda: False)
         return
     container, settings = image_set.upload_container, state.settings
 
-    image_set.progress_total = state.storage.count_upload_area(container)
-    db.session.commit()
+    with unit_of_work():
+        image_set.progress_total = state.storage.count_upload_area(container)
     done = set(db.session.scalars(select(FinishReport.name).where(FinishReport.imageset_id == imageset_id)))
 
     with ThreadPoolExecutor(settings.finish_concurrency, thread_name_prefix="finish") as pool:
@@ -65,15 +68,17 @@ def finish(imageset_id: int, *, should_stop: Callable[[], bool] = lambda: False)
             batch.append(blob)
             if len(batch) >= settings.finish_batch_size:
                 _stop_if_asked(should_stop, imageset_id)
-                _process(image_set, batch, pool)
+                with unit_of_work():  # one batch, one transaction: its images, report rows and progress
+                    _process(image_set, batch, pool)
                 batch = []
         _stop_if_asked(should_stop, imageset_id)
         if batch:
-            _process(image_set, batch, pool)
+            with unit_of_work():
+                _process(image_set, batch, pool)
 
-    image_set = db.session.get(ImageSet, imageset_id)
-    image_set.status, image_set.date_finished = "finished", datetime.now(timezone.utc)
-    db.session.commit()
+    with unit_of_work():
+        image_set = db.session.get(ImageSet, imageset_id)
+        image_set.status, image_set.date_finished = "finished", datetime.now(timezone.utc)
     state.storage.delete_upload_area(container)
     logger.info("image set finished", extra={"imageset_id": imageset_id, **image_sets.progress(image_set)})
 
@@ -86,17 +91,12 @@ def _stop_if_asked(should_stop: Callable[[], bool], imageset_id: int) -> None:
 
 def mark_failed(imageset_id: int, exc: BaseException) -> None:
     """The job gave up: show the error on the set; PUT new_status=finished again retries."""
-    db.session.rollback()
-    image_set = db.session.get(ImageSet, imageset_id)
-    if image_set is not None and image_set.status == "finishing":
-        image_set.status = "failed"
-        image_set.error = redact(f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")[:500]
-        db.session.commit()
+    record_failure(ImageSet, imageset_id, exc, applies=lambda image_set: image_set.status == "finishing", limit=500)
 
 
 def _examine(blob: BlobInfo, container: str) -> Outcome:
     """Head and tail bytes only; the MD5 from the stored Content-MD5, or one streamed read when absent."""
-    state = current_app.extensions["label_store"]
+    state = app_state()
     settings, storage = state.settings, state.storage
     if blob.size == 0:
         return Outcome(blob, reason="empty file")
@@ -108,7 +108,7 @@ def _examine(blob: BlobInfo, container: str) -> Outcome:
     tail = head[-TAIL_BYTES:] if blob.size <= len(head) else storage.read_range(
         container, blob.name, blob.size - TAIL_BYTES, TAIL_BYTES)
     try:
-        facts = inspect(head, tail, blob.size, allowed_formats=settings.image_formats,
+        facts = read_facts(head, tail, blob.size, allowed_formats=settings.image_formats,
                         max_pixels=settings.max_image_pixels)
     except Rejected as rejected:
         return Outcome(blob, reason=str(rejected))
@@ -118,7 +118,7 @@ def _examine(blob: BlobInfo, container: str) -> Outcome:
 
 def _process(image_set: ImageSet, batch: list[BlobInfo], pool: ThreadPoolExecutor) -> None:
     app = current_app._get_current_object()
-    storage = app.extensions["label_store"].storage
+    storage = app_state(app).storage
     container, folder, imageset_id = image_set.upload_container, image_set.blobstorage_path, image_set.id
 
     def in_app(fn):
@@ -170,7 +170,6 @@ def _process(image_set: ImageSet, batch: list[BlobInfo], pool: ThreadPoolExecuto
         "outcome": "rejected" if o.reason else "duplicate" if o.duplicate else "accepted", "reason": o.reason,
     } for o in outcomes]).on_conflict_do_nothing())
     image_sets.refresh_progress(imageset_id)
-    db.session.commit()
 
 
 def _delete_unless_catalogued(storage, path: str) -> None:

@@ -16,7 +16,9 @@ from dataclasses import dataclass
 from alembic.script import ScriptDirectory
 from sqlalchemy import text
 
+from app import azureml
 from app.extensions import db, migrate
+from app.state import app_state
 
 logger = logging.getLogger(__name__)
 _pool = cf.ThreadPoolExecutor(max_workers=8, thread_name_prefix="status-check")
@@ -37,7 +39,7 @@ class Check:
 
 def _database(app) -> str:
     with app.app_context():
-        timeout_ms = int(app.extensions["label_store"].settings.status_check_timeout_seconds * 1000)
+        timeout_ms = int(app_state(app).settings.status_check_timeout_seconds * 1000)
         with db.engine.connect() as conn:
             conn.execute(text(f"SET statement_timeout = {timeout_ms}"))
             current = set(conn.execute(text("SELECT version_num FROM alembic_version")).scalars())
@@ -49,13 +51,13 @@ def _database(app) -> str:
 
 
 def _storage(app) -> str:
-    state = app.extensions["label_store"]
+    state = app_state(app)
     state.probe_storage.probe()
     return f"reachable, container {state.settings.azure_storage_imageset_container!r} writable"
 
 
 def _jobs(app) -> str:
-    settings = app.extensions["label_store"].settings
+    settings = app_state(app).settings
     with app.app_context():
         with db.engine.connect() as conn:
             alive = conn.execute(text(
@@ -70,12 +72,10 @@ def _jobs(app) -> str:
 
 
 def _azure_ml(app) -> str:
-    settings = app.extensions["label_store"].settings
+    settings = app_state(app).settings
     if not settings.azure_ml_configured:
         return "not configured: datasets are exported to blob storage but not registered"
-    from app.azureml import probe
-
-    return probe(settings)
+    return azureml.probe(settings)
 
 
 # name -> (probe, required?); Azure ML is required only when it is configured.
@@ -84,11 +84,11 @@ CHECKS = {"database": (_database, lambda s: True), "blob_storage": (_storage, la
 
 
 def status(app) -> tuple[bool, dict[str, Check]]:
-    timeout = app.extensions["label_store"].settings.status_check_timeout_seconds
+    timeout = app_state(app).settings.status_check_timeout_seconds
     deadline = time.monotonic() + timeout
     futures = {name: _probe(app, name, fn) for name, (fn, _) in CHECKS.items()}
     results: dict[str, Check] = {}
-    settings = app.extensions["label_store"].settings
+    settings = app_state(app).settings
     for name, future in futures.items():
         required = CHECKS[name][1](settings)
         try:

@@ -7,12 +7,11 @@ import re
 import uuid
 from datetime import timedelta
 
-from flask import current_app
 from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from app import jobs
-from app.auth import Caller
+from app.auth.policy import Caller
 from app.errors import Conflict, Unprocessable
 from app.extensions import db
 from app.models import FinishReport, Image, ImageSet, ImageSetMember
@@ -20,16 +19,14 @@ from app.services import images
 from app.services.lookup import add_titled, get_or_404
 from app.services.pagination import Page, paginate
 from app.storage import SignedUrl
+from app.unit_of_work import undo_on_failure
+from app.state import app_state
 
 logger = logging.getLogger(__name__)
 
 # A title names a folder in blob storage: no separators, control characters, or names Azure refuses.
 _UNSAFE_TITLE = re.compile(r"[\x00-\x1f\x7f/\\?#%]")
 _MOVES = {"finished": ("created", "failed")}  # new_status -> states it may be asked from
-
-
-def _state():
-    return current_app.extensions["label_store"]
 
 
 def check_title(title: str) -> str:
@@ -43,7 +40,7 @@ def check_title(title: str) -> str:
 
 def create(*, title: str, metadata: dict | None, created_by: Caller) -> tuple[ImageSet, SignedUrl]:
     check_title(title)
-    state = _state()
+    state = app_state()
     image_set = ImageSet(
         title=title, meta_data=metadata, status="created", created_by_id=created_by.principal_id,
         blobstorage_path=f"{state.settings.azure_storage_imageset_folder.strip('/')}/{title}",
@@ -52,23 +49,14 @@ def create(*, title: str, metadata: dict | None, created_by: Caller) -> tuple[Im
         progress_accepted=0, progress_duplicates=0, progress_rejected=0)
     add_titled(image_set, "image set")
     state.storage.create_upload_area(image_set.upload_container)
-    try:
-        db.session.commit()
-    except Exception:
-        # The set was not created, so neither is its upload area: no orphan container.
-        db.session.rollback()
-        try:
-            state.storage.delete_upload_area(image_set.upload_container)
-        except Exception:
-            logger.warning("could not remove the upload area of a set that was not created",
-                           extra={"container": image_set.upload_container})
-        raise
+    # Made before the commit so a failure is seen here; removed again if the transaction does not commit.
+    undo_on_failure(lambda: state.storage.delete_upload_area(image_set.upload_container))
     logger.info("image set created", extra={"imageset_id": image_set.id})
     return image_set, upload_url(image_set)
 
 
 def upload_url(image_set: ImageSet) -> SignedUrl:
-    state = _state()
+    state = app_state()
     return state.storage.upload_area_url(image_set.upload_container,
                                          timedelta(days=state.settings.imageset_upload_token_valid_days))
 
@@ -90,16 +78,13 @@ def new_upload_url(imageset_id: int) -> tuple[ImageSet, SignedUrl]:
 
 def change_status(imageset_id: int, new_status: str) -> ImageSet:
     """created/failed -> finishing, with the finishing job deferred in the same transaction."""
-    from app.jobs.tasks import finish_image_set
-
     image_set = get(imageset_id, for_update=True)
     allowed_from = _MOVES.get(new_status, ())
     if image_set.status not in allowed_from:
         raise Conflict(f"image set {imageset_id} cannot move from {image_set.status} to {new_status}",
                        current_status=image_set.status, requested_status=new_status)
     image_set.status, image_set.error = "finishing", None
-    jobs.defer(finish_image_set, configure={"lock": f"image_set:{imageset_id}"}, imageset_id=imageset_id)
-    db.session.commit()
+    jobs.defer("finish_image_set", lock=f"image_set:{imageset_id}", imageset_id=imageset_id)
     logger.info("image set finishing", extra={"imageset_id": imageset_id})
     return image_set
 
@@ -110,7 +95,6 @@ def add_images(imageset_id: int, items: list[dict]) -> int:
     resolved = images.resolve_refs(items)
     result = db.session.execute(pg_insert(ImageSetMember).values(
         [{"imageset_id": imageset_id, "image_id": image_id} for image_id in resolved]).on_conflict_do_nothing())
-    db.session.commit()
     return result.rowcount
 
 

@@ -5,7 +5,6 @@ import base64
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from flask import current_app
 from sqlalchemy import select
 
 from app.errors import DomainError, NotFound
@@ -14,6 +13,7 @@ from app.models import Image, ImageSetMember
 from app.services.lookup import get_or_404
 from app.services.pagination import Page, paginate
 from app.storage import SignedUrl
+from app.state import app_state
 
 
 @dataclass
@@ -80,7 +80,7 @@ def get(image_id: int) -> Image:
 
 
 def read_url(image: Image) -> SignedUrl:
-    state = current_app.extensions["label_store"]
+    state = app_state()
     return state.storage.image_read_url(image.blobstorage_path,
                                         timedelta(minutes=state.settings.image_read_token_minutes))
 
@@ -89,6 +89,7 @@ def resolve_refs(items: list[dict]) -> list[int]:
     """[{id} | {filepath}] -> image ids (first occurrence order, no repeats); 404 naming the first unknown item."""
     ids = [item["id"] for item in items if "id" in item]
     paths = [item["filepath"] for item in items if "id" not in item]
+    paths += [_inside_container(p) for p in paths]
     found_ids = set(db.session.scalars(select(Image.id).where(Image.id.in_(ids)))) if ids else set()
     by_path = dict(db.session.execute(select(Image.blobstorage_path, Image.id).where(
         Image.blobstorage_path.in_(paths))).all()) if paths else {}
@@ -99,7 +100,14 @@ def resolve_refs(items: list[dict]) -> list[int]:
                 raise NotFound(f"item {index}: no image {item['id']}", index=index, field="id")
             resolved.append(item["id"])
         else:
-            if item["filepath"] not in by_path:
+            found = by_path.get(item["filepath"]) or by_path.get(_inside_container(item["filepath"]))
+            if found is None:
                 raise NotFound(f"item {index}: no image at {item['filepath']!r}", index=index, field="filepath")
-            resolved.append(by_path[item["filepath"]])
+            resolved.append(found)
     return list(dict.fromkeys(resolved))
+
+
+def _inside_container(path: str) -> str:
+    """LabelAPI wrote paths as `<container>/<path>` (or with a leading slash): the path inside our container."""
+    path, prefix = path.lstrip("/"), app_state().storage.container + "/"
+    return path.removeprefix(prefix)

@@ -4,20 +4,20 @@ from __future__ import annotations
 import logging
 from datetime import datetime, timedelta, timezone
 
-from flask import current_app
-from sqlalchemy import select
+from sqlalchemy import func, select
 
-from app.auth import hash_secret, new_key_id, new_secret
+from app.auth.keys import hash_secret, new_key_id, new_secret
 from app.errors import Conflict, NotFound, Unprocessable
 from app.extensions import db
 from app.models import ApiKey, ApiKeyCampaign, ApiKeyImageSet, Campaign, ImageSet, Principal
 from app.services.pagination import Page, paginate
+from app.state import app_state
 
 logger = logging.getLogger(__name__)
 
 
 def _pepper() -> str:
-    return current_app.extensions["label_store"].settings.api_key_pepper.get_secret_value()
+    return app_state().settings.api_key_pepper.get_secret_value()
 
 
 def principal_for(*, email: str | None = None, device: str | None = None) -> Principal:
@@ -37,32 +37,32 @@ def principal_for(*, email: str | None = None, device: str | None = None) -> Pri
 
 
 def _imageset_links(roles: list[str], imageset_ids: list[int] | None) -> list[ApiKeyImageSet]:
-    imageset_ids = sorted(set(imageset_ids or ()))
     if ("uploader" in roles) != bool(imageset_ids):
         raise Unprocessable("the uploader role needs imageset_ids, and imageset_ids need the uploader role",
                             field="imageset_ids")
-    found = set(db.session.scalars(select(ImageSet.id).where(ImageSet.id.in_(imageset_ids)))) if imageset_ids else set()
-    missing = [i for i in imageset_ids if i not in found]
-    if missing:
-        raise Unprocessable(f"no image set {missing[0]}", field="imageset_ids")
-    return [ApiKeyImageSet(imageset_id=i) for i in imageset_ids]
+    return [ApiKeyImageSet(imageset_id=i) for i in _existing(ImageSet, imageset_ids, "image set", "imageset_ids")]
 
 
 def _campaign_links(roles: list[str], campaign_ids: list[int] | None) -> list[ApiKeyCampaign]:
-    campaign_ids = sorted(set(campaign_ids or ()))
     if campaign_ids and "labeler" not in roles:
         raise Unprocessable("campaign_ids need the labeler role", field="campaign_ids")
-    found = set(db.session.scalars(select(Campaign.id).where(Campaign.id.in_(campaign_ids)))) if campaign_ids else set()
-    missing = [i for i in campaign_ids if i not in found]
+    return [ApiKeyCampaign(campaign_id=i) for i in _existing(Campaign, campaign_ids, "campaign", "campaign_ids")]
+
+
+def _existing(model, ids: list[int] | None, noun: str, field: str) -> list[int]:
+    """The distinct ids, sorted, each of an existing row; else 422 naming the first missing one."""
+    ids = sorted(set(ids or ()))
+    found = set(db.session.scalars(select(model.id).where(model.id.in_(ids)))) if ids else set()
+    missing = [i for i in ids if i not in found]
     if missing:
-        raise Unprocessable(f"no campaign {missing[0]}", field="campaign_ids")
-    return [ApiKeyCampaign(campaign_id=i) for i in campaign_ids]
+        raise Unprocessable(f"no {noun} {missing[0]}", field=field)
+    return ids
 
 
 def create_key(*, roles: list[str], email: str | None = None, device: str | None = None,
                expires_at: datetime | None = None, description: str | None = None,
                imageset_ids: list[int] | None = None, campaign_ids: list[int] | None = None,
-               key_id: str | None = None, secret: str | None = None, commit: bool = True) -> tuple[ApiKey, str]:
+               key_id: str | None = None, secret: str | None = None) -> tuple[ApiKey, str]:
     """A new key pair; the secret is returned here and never stored."""
     if expires_at is not None and expires_at <= datetime.now(timezone.utc):
         raise Unprocessable("expires_at must be in the future", field="expires_at")
@@ -74,8 +74,7 @@ def create_key(*, roles: list[str], email: str | None = None, device: str | None
                  roles=sorted(set(roles)), expires_at=expires_at, description=description, imageset_links=links,
                  campaign_links=campaign_links)
     db.session.add(key)
-    if commit:
-        db.session.commit()
+    db.session.flush()
     logger.info("api key created", extra={"key_id": key.key_id, "roles": key.roles})
     return key, secret
 
@@ -87,29 +86,25 @@ def list_keys(*, page: int, per_page: int, include_revoked: bool = False) -> Pag
     return paginate(query, page, per_page)
 
 
-def get_key(key_id: str) -> ApiKey:
-    key = db.session.scalar(select(ApiKey).where(ApiKey.key_id == key_id))
+def get_key(key_id: str, *, for_update: bool = False) -> ApiKey:
+    query = select(ApiKey).where(ApiKey.key_id == key_id)
+    key = db.session.scalar(query.with_for_update(of=ApiKey) if for_update else query)
     if key is None:
         raise NotFound(f"no API key {key_id}")
     return key
 
 
 def revoke_key(key_id: str, *, by: str) -> ApiKey:
-    key = db.session.scalar(select(ApiKey).where(ApiKey.key_id == key_id).with_for_update(of=ApiKey))
-    if key is None:
-        raise NotFound(f"no API key {key_id}")
+    key = get_key(key_id, for_update=True)
     if key.revoked_at is not None:
         raise Conflict(f"API key {key_id} is already revoked")
     key.revoked_at = datetime.now(timezone.utc)
-    db.session.commit()
     logger.info("api key revoked", extra={"key_id": key_id, "by": by})
     return key
 
 
 def rotate_key(key_id: str, *, grace_seconds: int = 0, by: str) -> tuple[ApiKey, str]:
-    key = db.session.scalar(select(ApiKey).where(ApiKey.key_id == key_id).with_for_update(of=ApiKey))
-    if key is None:
-        raise NotFound(f"no API key {key_id}")
+    key = get_key(key_id, for_update=True)
     if key.revoked_at is not None:
         raise Conflict(f"API key {key_id} is revoked; create a new one instead")
     secret = new_secret()
@@ -119,23 +114,23 @@ def rotate_key(key_id: str, *, grace_seconds: int = 0, by: str) -> tuple[ApiKey,
     else:
         key.previous_secret_hash = key.previous_secret_valid_until = None
     key.secret_hash = hash_secret(secret, _pepper())
-    db.session.commit()
     logger.info("api key rotated", extra={"key_id": key_id, "grace_seconds": grace_seconds, "by": by})
     return key, secret
 
 
 def admin_exists() -> bool:
-    now = datetime.now(timezone.utc)
-    return db.session.scalar(
-        select(ApiKey.id).where(ApiKey.roles.any("admin"), ApiKey.revoked_at.is_(None),
-                                (ApiKey.expires_at.is_(None)) | (ApiKey.expires_at > now)).limit(1)) is not None
+    return db.session.scalar(select(ApiKey.id).where(ApiKey.roles.any("admin"), usable()).limit(1)) is not None
+
+
+def usable():
+    """The SQL condition of a key that can still authenticate: not revoked, not expired."""
+    return ApiKey.revoked_at.is_(None) & (ApiKey.expires_at.is_(None) | (ApiKey.expires_at > func.now()))
 
 
 def bootstrap_admin(*, email: str, key_id: str | None = None, secret: str | None = None) -> tuple[ApiKey, str] | None:
     """Create an admin key unless a usable admin key exists; None when nothing was created."""
     db.session.execute(select(db.func.pg_advisory_xact_lock(0x4C53_0001)))  # one bootstrap at a time
     if admin_exists():
-        db.session.rollback()
         return None
     if key_id is not None and db.session.scalar(select(ApiKey.id).where(ApiKey.key_id == key_id)):
         raise Conflict(f"API key {key_id} exists but is not a usable admin key")

@@ -17,10 +17,10 @@ def get_or_404(model, id_: int, noun: str, *, for_update: bool = False):
 
 
 def add_titled(row, noun: str) -> None:
-    """Add a row whose title is unique; the unique constraint decides (also between concurrent requests)."""
-    db.session.add(row)
+    """Add a row whose title is unique; the unique constraint decides (also between concurrent requests).
+    A taken title undoes only this row's savepoint, not the rest of the unit of work."""
     try:
-        db.session.flush()
+        with db.session.begin_nested():
+            db.session.add(row)
     except IntegrityError:
-        db.session.rollback()
         raise Conflict(f"{noun} title {row.title!r} is already taken", field="title") from None

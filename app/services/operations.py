@@ -41,7 +41,6 @@ def retry_job(job_id: int):
     db.session.connection().exec_driver_sql(sql.queries["retry_job"], {
         "job_id": job_id, "retry_at": datetime.now(timezone.utc), "new_priority": None, "new_queue_name": None,
         "new_lock": None})
-    db.session.commit()
     return db.session.execute(text(_JOBS + " AND j.id = :id"), {"status": None, "task": None, "id": job_id}
                               ).mappings().one()
 

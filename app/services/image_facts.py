@@ -37,7 +37,7 @@ class Rejected(Exception):
     """The file is not an image we can train on; the message is the reason shown in the report."""
 
 
-def inspect(head: bytes, tail: bytes, size: int, *, allowed_formats: frozenset[str], max_pixels: int) -> Facts:
+def read_facts(head: bytes, tail: bytes, size: int, *, allowed_formats: frozenset[str], max_pixels: int) -> Facts:
     """Facts about an image from its head and tail bytes, or Rejected with a reason."""
     if size == 0:
         raise Rejected("empty file")

@@ -1,0 +1,93 @@
+"""The app factory: wires settings, database, storage, jobs, auth and the two APIs in one place."""
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+
+# Connexion imports Starlette's test client whenever httpx is installed; its deprecation notice is noise.
+warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
+
+import connexion  # noqa: E402
+from connexion.middleware import MiddlewarePosition  # noqa: E402
+from connexion.options import SwaggerUIOptions  # noqa: E402
+from flask import request  # noqa: E402
+
+from app import __version__, error_reports, errors, jobs, logs, models  # noqa: E402,F401  (models: all registered)
+from app.api import resolver as api_resolver  # noqa: E402
+from app.api.validation import VALIDATOR_MAP  # noqa: E402
+from app.auth.authenticator import Authenticator  # noqa: E402
+from app.auth.connexion_glue import SECURITY_MAP  # noqa: E402
+from app.auth.policy import roles_from_spec  # noqa: E402
+from app.extensions import db, migrate  # noqa: E402
+from app.middleware import ListedOriginsCORS, RequestContextMiddleware  # noqa: E402
+from app.settings import Settings, load_or_exit  # noqa: E402
+from app.state import EXTENSION, State  # noqa: E402
+from app.storage import BlobStorage  # noqa: E402
+
+logger = logging.getLogger(__name__)
+
+HERE = Path(__file__).resolve().parent
+
+
+def sqlalchemy_url(url: str) -> str:
+    scheme, rest = url.split("://", 1)
+    return f"postgresql+psycopg2://{rest}" if scheme in ("postgres", "postgresql", "postgresql+psycopg") else url
+
+
+def create_app(settings: Settings | None = None, *, validate_responses: bool = False,
+               storage_options: dict | None = None) -> connexion.FlaskApp:
+    """`storage_options` go to BlobStorage (a credential, a clock, a CA bundle): what a test hands in."""
+    settings = settings or load_or_exit(need_servers=True)
+    if settings.db_connection_string is None or settings.embedded_storage:
+        raise RuntimeError("create_app needs DB_CONNECTION_STRING and blob storage settings; "
+                           "`make run` (python -m app run) starts the embedded ones and passes them on")
+    logs.configure(settings.log_level, settings.log_format)
+    error_reports.init(settings, release=__version__)
+
+    authenticator = Authenticator.for_database(
+        settings.db_connection_string, pepper=settings.api_key_pepper.get_secret_value(),
+        roles_by_operation=roles_from_spec(load_spec("api.yaml")), timeout=settings.db_timeout_seconds)
+    connexion_app = connexion.FlaskApp("app", specification_dir=str(HERE / "openapi"), lifespan=authenticator.lifespan)
+    flask_app = connexion_app.app
+    flask_app.config.update(
+        SQLALCHEMY_DATABASE_URI=sqlalchemy_url(settings.db_connection_string),
+        SQLALCHEMY_ENGINE_OPTIONS={"pool_pre_ping": True, "pool_size": 10, "max_overflow": 20,
+                                   "pool_timeout": settings.db_timeout_seconds,
+                                   "connect_args": {"connect_timeout": max(1, round(settings.db_timeout_seconds)),
+                                                    "application_name": "label-store"}},
+    )
+    flask_app.json.sort_keys = False
+    db.init_app(flask_app)
+    migrate.init_app(flask_app, db, directory=str(HERE / "migrations"))
+    storage = BlobStorage.from_settings(settings, **(storage_options or {}))
+    state = flask_app.extensions[EXTENSION] = State(
+        settings=settings, storage=storage,
+        probe_storage=storage.with_limits(timeout=settings.status_check_timeout_seconds, retries=0),
+    )
+    jobs.init_app(flask_app)
+
+    @flask_app.before_request
+    def _bind_request_id():
+        # Flask views run on a2wsgi's threads, which do not inherit the ASGI task's context.
+        logs.request_id_var.set(request.headers.get("X-Request-ID", "-"))
+
+    connexion_app.add_middleware(RequestContextMiddleware, position=MiddlewarePosition.BEFORE_EXCEPTION, state=state)
+    if settings.cors_origins:  # inside the request context: preflights get a request id and are counted
+        connexion_app.add_middleware(ListedOriginsCORS, position=MiddlewarePosition.BEFORE_EXCEPTION, origins=settings.cors_origins)
+    errors.register(connexion_app)
+    connexion_app.add_api("info.yaml", base_path="", name="info", resolver=api_resolver, swagger_ui_options=SwaggerUIOptions(
+        swagger_ui=False, serve_spec=False), validate_responses=validate_responses, strict_validation=True)
+    connexion_app.add_api("api.yaml", base_path="/api/v1", name="api_v1", validate_responses=validate_responses,
+               strict_validation=True, resolver=api_resolver, validator_map=VALIDATOR_MAP, security_map=SECURITY_MAP,
+               swagger_ui_options=SwaggerUIOptions(
+                   swagger_ui_path="/ui", spec_path="/openapi.json",
+                   swagger_ui_config={"persistAuthorization": True, "displayRequestDuration": True}))
+    state.authenticator = authenticator
+    return connexion_app
+
+
+def load_spec(name: str) -> dict:
+    import yaml
+
+    return yaml.safe_load((HERE / "openapi" / name).read_text())

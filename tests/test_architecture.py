@@ -1,0 +1,106 @@
+"""The rooms of app/ keep their walls: no import cycle, no SQL or Azure SDK in handlers, each SDK in its room.
+
+Read from the source with `ast`: every import counts, at module level or inside a function, so an import
+moved into a function to dodge a cycle still shows as the cycle it is.
+"""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+APP = Path(__file__).resolve().parents[1] / "app"
+
+
+def _modules() -> dict[str, Path]:
+    found = {}
+    for path in APP.rglob("*.py"):
+        if "migrations" in path.parts:
+            continue
+        parts = path.relative_to(APP.parent).with_suffix("").parts
+        found[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    return found
+
+
+MODULES = _modules()
+
+
+def _imports(path: Path) -> set[str]:
+    """Every module path imported anywhere in the file (absolute imports; app/ uses no relative ones)."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            assert node.level == 0, f"{path}: relative import"
+            subs = {f"{node.module}.{alias.name}" for alias in node.names} & MODULES.keys()
+            names.update(subs if len(subs) == len(node.names) else {node.module, *subs})
+    return names
+
+
+def _owner(name: str) -> str | None:
+    """The app module an imported name lives in."""
+    while name and name not in MODULES:
+        name = name.rpartition(".")[0]
+    return name or None
+
+
+GRAPH = {module: {owner for name in _imports(path) if name.startswith("app")
+                  if (owner := _owner(name)) and owner != module} for module, path in MODULES.items()}
+
+
+def _cycles() -> list[list[str]]:
+    """Strongly connected components of more than one module (Tarjan)."""
+    index, low, stack, on_stack, found, counter = {}, {}, [], set(), [], [0]
+
+    def visit(module):
+        index[module] = low[module] = counter[0]
+        counter[0] += 1
+        stack.append(module)
+        on_stack.add(module)
+        for other in GRAPH[module]:
+            if other not in index:
+                visit(other)
+                low[module] = min(low[module], low[other])
+            elif other in on_stack:
+                low[module] = min(low[module], index[other])
+        if low[module] == index[module]:
+            component = []
+            while True:
+                other = stack.pop()
+                on_stack.discard(other)
+                component.append(other)
+                if other == module:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for module in sorted(GRAPH):
+        if module not in index:
+            visit(module)
+    return found
+
+
+def test_the_import_graph_of_app_has_no_cycle():
+    assert len(GRAPH) > 40  # the whole of app/ was read
+    assert _cycles() == []
+
+
+def test_services_defer_jobs_by_name_and_never_import_the_tasks():
+    importers = sorted(m for m, deps in GRAPH.items() if "app.jobs.tasks" in deps)
+    assert importers == []
+
+
+def test_handlers_hold_no_sql_and_no_sdk():
+    for module, path in MODULES.items():
+        if module.startswith("app.api"):
+            forbidden = {n for n in _imports(path) if n.startswith(("sqlalchemy", "psycopg", "azure", "app.extensions",
+                                                                    "app.models", "app.storage"))}
+            assert forbidden == set(), f"{module} imports {sorted(forbidden)}"
+
+
+def test_each_azure_sdk_is_imported_in_its_own_room_only():
+    rooms = {"azure.storage": "app.storage", "azure.ai.ml": "app.azureml"}
+    for module, path in MODULES.items():
+        for sdk, room in rooms.items():
+            if any(name.startswith(sdk) for name in _imports(path)):
+                assert module == room or module.startswith(room + "."), f"{module} imports {sdk}"
