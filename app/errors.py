@@ -112,8 +112,8 @@ _DEFAULT_DETAIL = {
 }
 
 
-def register(cx_app) -> None:
-    cx_app.add_error_handler(DomainError, _domain_error)
-    cx_app.add_error_handler(ProblemException, _problem_exception)
-    cx_app.add_error_handler(HTTPException, _http_exception)
-    cx_app.add_error_handler(Exception, _unexpected)
+def register(connexion_app) -> None:
+    connexion_app.add_error_handler(DomainError, _domain_error)
+    connexion_app.add_error_handler(ProblemException, _problem_exception)
+    connexion_app.add_error_handler(HTTPException, _http_exception)
+    connexion_app.add_error_handler(Exception, _unexpected)
