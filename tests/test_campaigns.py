@@ -58,9 +58,8 @@ def test_labelapi_flow_end_to_end(client, admin, make_image_set, start_worker):
     assert finished["status"] == "finished" and finished["date_finished"]
     assert_problem(client.post(f"/api/v1/campaigns/{cid}/images", json=[{"id": ids["p0.jpg"]}], headers=admin), 409)
 
-    objects = client.get(f"/api/v1/images/{ids['p0.jpg']}/objects", headers=admin).json()
-    assert objects["campaign_id"] == cid
-    [obj] = objects["objects"]
+    [obj] = client.get(f"/api/v1/images/{ids['p0.jpg']}/objects", headers=admin).json()
+    assert obj["campaign_id"] == cid
     assert (obj["label"], obj["label_original"], obj["confidence"]) == ("plastic bottle", "bottle", 0.9)
     assert obj["bounding_box"] == box() and obj["added_by"] == "partner@labels.example"
     net = client.get(f"/api/v1/campaigns/{cid}/objects", headers=admin).json()["images"][2]["objects"][0]
@@ -233,12 +232,12 @@ def test_image_objects_picks_the_campaign(client, admin, make_campaign, stored_i
         submit(client, admin, campaign["campaign_id"], [{"image_id": image_id,
                                                           "objects": [{"bounding_box": box(), "label": label}]}])
     url = f"/api/v1/images/{image_id}/objects"
-    assert client.get(url, headers=admin).json() == {"image_id": image_id, "campaign_id": None, "objects": []}
+    assert client.get(url, headers=admin).json() == []
     for campaign in (older, newer):  # newer finishes last
         client.put(f"/api/v1/campaigns/{campaign['campaign_id']}", json={"new_status": "finished"}, headers=admin)
-    assert client.get(url, headers=admin).json()["objects"][0]["label"] == "new"
-    picked = client.get(f"{url}?campaigns=999,{older['campaign_id']},{newer['campaign_id']}", headers=admin).json()
-    assert picked["campaign_id"] == older["campaign_id"] and picked["objects"][0]["label"] == "old"
+    assert client.get(url, headers=admin).json()[0]["label"] == "new"
+    picked = client.get(f"{url}?campaigns={older['campaign_id']},{newer['campaign_id']}", headers=admin).json()
+    assert picked[0]["campaign_id"] == older["campaign_id"] and picked[0]["label"] == "old"
 
 
 def test_large_submission_errors_are_worded_like_small_ones(client, admin, make_campaign, stored_images):
