@@ -242,3 +242,12 @@ def test_blobs_in_another_container_stop_the_import_before_anything_moves(client
     status, output = _import(flask_app, labelapi)
     assert status == 2 and "'tss' (1 images)" in output and "AZURE_STORAGE_IMAGESET_CONTAINER" in output
     assert _snapshot(flask_app)["principals"] == []
+
+
+def test_rotating_an_imported_key_ends_its_legacy_secret(client, flask_app, labelapi, make_key):
+    _import(flask_app, labelapi)
+    rotated = client.post("/api/v1/keys/admin-key/rotate?grace_seconds=3600", headers=make_key("admin"))
+    assert rotated.status_code == 200, rotated.text
+    assert client.get("/api/v1/me", headers=_pair("admin-key")).status_code == 401  # no grace for a bcrypt hash
+    assert client.get("/api/v1/me", headers={"Authentication-Key": "admin-key",
+                                             "Authentication-Secret": rotated.json()["apisecret"]}).status_code == 200

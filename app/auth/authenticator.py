@@ -1,11 +1,12 @@
 """The check of a key pair: the key's row, its secret, its state, then the operation's rules."""
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from app.auth.key_store import KeyRecord, KeyStore
-from app.auth.keys import hash_secret, hmac_matches
+from app.auth.keys import hash_secret, hmac_matches, legacy_matches
 from app.auth.policy import Caller, Rule, authorize
 from app.errors import Unauthorized
 
@@ -54,6 +55,11 @@ class Authenticator:
         offered = hash_secret(secret, self.pepper)
         if record is None:
             return hmac_matches(offered, None, None, None, now)
+        if record.legacy_secret_hash is not None:  # imported from LabelAPI: bcrypt once, then our HMAC
+            if not await asyncio.to_thread(legacy_matches, secret, record.legacy_secret_hash):
+                return False
+            await self.keys.replace_legacy_hash(record.id, record.legacy_secret_hash, offered)
+            return True
         return hmac_matches(offered, record.secret_hash, record.previous_secret_hash, record.previous_secret_valid_until,
                             now)
 

@@ -36,9 +36,16 @@ KEY_QUERY = """
                 ELSE '{}'::int[] END,
            CASE WHEN 'labeler' = ANY(k.roles)
                 THEN ARRAY(SELECT c.campaign_id FROM api_key_campaigns c WHERE c.api_key_id = k.id)
-                ELSE '{}'::int[] END
+                ELSE '{}'::int[] END,
+           k.legacy_secret_hash
     FROM api_keys k JOIN principals p ON p.id = k.principal_id
     WHERE k.key_id = %s"""
+
+# A key imported from LabelAPI, after bcrypt accepted its secret once: our HMAC from now on (only if no other
+# request has replaced the legacy hash meanwhile).
+REPLACE_LEGACY_HASH = """
+    UPDATE api_keys SET secret_hash = %s, legacy_secret_hash = NULL
+    WHERE id = %s AND legacy_secret_hash = %s RETURNING id"""
 
 IMAGE_IN_CAMPAIGNS_QUERY = \
     "SELECT EXISTS (SELECT 1 FROM campaign_images WHERE image_id = %s AND campaign_id = ANY(%s))"
@@ -65,6 +72,7 @@ class KeyRecord(NamedTuple):
     owner_name: str
     imageset_ids: list[int]
     campaign_ids: list[int]
+    legacy_secret_hash: bytes | None  # LabelAPI's bcrypt hash of the secret, until its first good use
 
     def caller(self) -> Caller:
         return Caller(id=self.id, key_id=self.key_id, principal_id=self.principal_id, owner_kind=self.owner_kind,
@@ -98,6 +106,9 @@ class KeyStore:
     async def find(self, key_id: str) -> KeyRecord | None:
         row = await self._at_home(self._fetch_one(KEY_QUERY, (key_id,)))
         return KeyRecord._make(row) if row else None
+
+    async def replace_legacy_hash(self, key_pk: int, legacy_hash: bytes, secret_hash: bytes) -> None:
+        await self._at_home(self._fetch_one(REPLACE_LEGACY_HASH, (secret_hash, key_pk, legacy_hash)))
 
     async def image_in_campaigns(self, image_id: int, campaign_ids: frozenset[int]) -> bool:
         return (await self._at_home(self._fetch_one(IMAGE_IN_CAMPAIGNS_QUERY, (image_id, list(campaign_ids)))))[0]

@@ -1,7 +1,8 @@
 """What a key pair is made of: a public key id, a random secret, and the keyed hash the database keeps.
 
 Secrets are high-entropy random strings, so a keyed fast hash (HMAC-SHA256 with a server-side pepper)
-compared in constant time is enough: no bcrypt, no per-request cost worth measuring.
+compared in constant time is enough: no bcrypt, no per-request cost worth measuring. Only a key imported from
+LabelAPI arrives with a bcrypt hash, checked once (`legacy_matches`) before our HMAC replaces it.
 """
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import hashlib
 import hmac
 import secrets
 from datetime import datetime
+
+import bcrypt
 
 DUMMY_HASH = b"\0" * 32  # compared against when the key does not exist: the same work either way
 
@@ -24,6 +27,14 @@ def new_secret() -> str:
 
 def hash_secret(secret: str, pepper: str) -> bytes:
     return hmac.new(pepper.encode(), secret.encode(), hashlib.sha256).digest()
+
+
+def legacy_matches(secret: str, legacy_hash: bytes) -> bool:
+    """A secret against LabelAPI's bcrypt hash of it (bcrypt read only the first 72 bytes)."""
+    try:
+        return bcrypt.checkpw(secret.encode()[:72], legacy_hash)
+    except ValueError:  # not a bcrypt hash
+        return False
 
 
 def hmac_matches(offered: bytes, current: bytes | None, previous: bytes | None,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from flask import current_app
@@ -20,7 +21,8 @@ from sqlalchemy import func, select
 from app.errors import WorkInterrupted
 from app.extensions import db
 from app.models import Image, LabelApiImage
-from app.services.finishing import _examine  # the same head/tail/MD5 reading as finishing
+from app.services.image_facts import (HEAD_BYTES, LARGE_HEAD_BYTES, TAIL_BYTES, Facts, Rejected, needs_larger_head,
+                                     read_facts)
 from app.state import app_state
 from app.unit_of_work import unit_of_work
 
@@ -51,8 +53,7 @@ def backfill(*, should_stop: Callable[[], bool] = lambda: False) -> dict[str, in
     def examine(item):
         image_id, path = item
         with app.app_context():
-            blob = storage.blob_info(storage.container, path)
-            return image_id, None if blob is None else _examine(blob, storage.container)
+            return image_id, _examine(path)
 
     with ThreadPoolExecutor(state.settings.finish_concurrency) as pool:
         while True:
@@ -71,6 +72,39 @@ def backfill(*, should_stop: Callable[[], bool] = lambda: False) -> dict[str, in
     return result
 
 
+@dataclass
+class Examined:
+    size: int | None = None
+    facts: Facts | None = None
+    md5: str | None = None
+    problem: str | None = None  # why the facts could not be read
+
+
+def _examine(path: str) -> Examined | None:
+    """None when there is no blob at `path`. Ranged reads of the head and tail only; the MD5 from the blob's
+    Content-MD5, else one streamed read."""
+    state = app_state()
+    storage, container = state.storage, state.storage.container
+    blob = storage.blob_info(container, path)
+    if blob is None:
+        return None
+    if blob.size == 0:
+        return Examined(0, problem="empty file")
+    head = storage.read_range(container, path, 0, min(blob.size, HEAD_BYTES))
+    if needs_larger_head(head, blob.size):
+        head = storage.read_range(container, path, 0, min(blob.size, LARGE_HEAD_BYTES))
+    tail = head[-TAIL_BYTES:] if blob.size <= len(head) else storage.read_range(
+        container, path, blob.size - TAIL_BYTES, TAIL_BYTES)
+    try:
+        facts = read_facts(head, tail, blob.size, allowed_formats=state.settings.image_formats,
+                           max_pixels=state.settings.max_image_pixels)
+    except Rejected as rejected:
+        return Examined(blob.size, problem=str(rejected))
+    except Exception as exc:  # a reader bug on a strange file marks that image, never stops the backfill
+        return Examined(blob.size, problem=f"unreadable image ({type(exc).__name__})")
+    return Examined(blob.size, facts, blob.md5 or storage.stream_md5(container, path))
+
+
 def _record(results) -> None:
     now = datetime.now(timezone.utc)
     md5s = [o.md5 for _, o in results if o is not None and o.facts]
@@ -81,9 +115,9 @@ def _record(results) -> None:
         if outcome is None:
             row.state, row.problem = "missing", f"no blob at {image.blobstorage_path}"
         elif outcome.facts is None:
-            row.state, row.problem = "unreadable", outcome.reason
+            row.state, row.problem = "unreadable", outcome.problem
         else:
-            _fill(image, outcome.facts, outcome.blob.size)
+            _fill(image, outcome.facts, outcome.size)
             first = taken.setdefault(outcome.md5, image_id)
             if first == image_id:
                 image.md5, row.state = outcome.md5, "done"
@@ -95,7 +129,7 @@ def _record(results) -> None:
                            extra={"image_id": image_id, "state": row.state, "problem": row.problem})
 
 
-def _fill(image: Image, facts, size: int) -> None:
+def _fill(image: Image, facts: Facts, size: int) -> None:
     """Fill what LabelAPI left empty; what it recorded stays as it was."""
     image.filesize = image.filesize if image.filesize is not None else size
     for name in ("filetype", "width", "height", "exif", "date_taken", "lat", "lon", "camera_make", "camera_model"):

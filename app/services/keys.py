@@ -114,6 +114,7 @@ def rotate_key(key_id: str, *, grace_seconds: int = 0, by: str) -> tuple[ApiKey,
     else:
         key.previous_secret_hash = key.previous_secret_valid_until = None
     key.secret_hash = hash_secret(secret, _pepper())
+    key.legacy_secret_hash = None  # a LabelAPI key's old secret ends now: its bcrypt hash has no grace
     logger.info("api key rotated", extra={"key_id": key_id, "grace_seconds": grace_seconds, "by": by})
     return key, secret
 
