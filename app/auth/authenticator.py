@@ -12,6 +12,7 @@ from app.errors import Unauthorized
 
 KEY_HEADER, SECRET_HEADER = "Authentication-Key", "Authentication-Secret"
 BOTH_HEADERS = f"Send your key pair in the {KEY_HEADER} and {SECRET_HEADER} headers."
+KEY_ID_MAX_LENGTH = 100  # api_keys.key_id: LabelAPI's key ids run to 100 characters
 
 
 @dataclass
@@ -35,7 +36,7 @@ class Authenticator:
                     path_params: dict | None = None) -> Caller:
         if not secret:
             raise Unauthorized(f"{SECRET_HEADER} header missing. {BOTH_HEADERS}")
-        record = await self.keys.find(key_id[:64])
+        record = await self.keys.find(key_id[:KEY_ID_MAX_LENGTH])
         now = datetime.now(timezone.utc)
         matches = await self._secret_matches(record, secret, now)
         if record is None or not matches:
