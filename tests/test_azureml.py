@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from tests.azureml_standin import StandIn
-from tests.helpers import ROOT, env_for, wait_for_version, wait_until
+from tests.helpers import QUICK_RECOVERY, ROOT, env_for, wait_for_version, wait_until
 
 SUB, RG, WS = "00000000-1111-2222-3333-444444444444", "rg-labels", "ws-labels"
 
@@ -62,25 +62,25 @@ def test_finished_campaign_is_registered_as_two_assets(client, admin, labelled, 
     assert form["grant_type"] == ["client_credentials"]
 
     puts = data_puts(standin)
-    assert set(puts) == {"Beach_Litter_2026_labels/versions/1", "Beach_Litter_2026_images/versions/1"}
+    assert set(puts) == {f"Beach_Litter_2026_{cid}_labels/versions/1", f"Beach_Litter_2026_{cid}_images/versions/1"}
     datastore = f"azureml://subscriptions/{SUB}/resourcegroups/{RG}/workspaces/{WS}/datastores/labelstore_images/paths/"
-    labels = puts["Beach_Litter_2026_labels/versions/1"]["body"]["properties"]
-    assert labels["dataType"] == "mltable" and labels["dataUri"] == datastore + "datasets/Beach_Litter_2026/1/"
+    labels = puts[f"Beach_Litter_2026_{cid}_labels/versions/1"]["body"]["properties"]
+    assert labels["dataType"] == "mltable" and labels["dataUri"] == datastore + f"datasets/Beach_Litter_2026_{cid}/1/"
     assert labels["tags"] == {"campaign_id": str(cid), "annotations_sha256": version["annotations_sha256"],
                               "source": "label-store"}
     assert "Beach/Litter 2026" in labels["description"]
-    images = puts["Beach_Litter_2026_images/versions/1"]["body"]["properties"]
+    images = puts[f"Beach_Litter_2026_{cid}_images/versions/1"]["body"]["properties"]
     assert images["dataType"] == "uri_folder" and images["dataUri"] == datastore + "imagesets/c/"
     assert all(r["headers"]["Authorization"] == "Bearer <redacted>" for r in puts.values())
-    assert version["azureml"]["labels_id"].endswith("/data/Beach_Litter_2026_labels/versions/1")
-    assert version["azureml"]["images_id"].endswith("/data/Beach_Litter_2026_images/versions/1")
+    assert version["azureml"]["labels_id"].endswith(f"/data/Beach_Litter_2026_{cid}_labels/versions/1")
+    assert version["azureml"]["images_id"].endswith(f"/data/Beach_Litter_2026_{cid}_images/versions/1")
 
     lines = httpx.get(next(f["url"] for f in version["files"] if f["name"] == "annotations.jsonl")).text.splitlines()
     assert json.loads(lines[0])["image_url"] == datastore + "imagesets/c/0.jpg"  # the long form
 
     client.post(f"/api/v1/campaigns/{cid}/datasets", headers=admin)  # a second version
     assert wait_for_version(client, admin, cid, 2, statuses=("registered", "failed"))["status"] == "registered"
-    assert "Beach_Litter_2026_labels/versions/2" in data_puts(standin)
+    assert f"Beach_Litter_2026_{cid}_labels/versions/2" in data_puts(standin)
 
 
 @pytest.mark.parametrize("failure, words", [
@@ -115,12 +115,12 @@ def test_registration_interrupted_by_a_killed_worker_is_done_again(client, admin
     os.killpg(doomed.pid, signal.SIGKILL)
     doomed.wait()
     standin.put_delay = 0
-    aml_worker()
+    aml_worker(**QUICK_RECOVERY)  # notices the dead worker's silence sooner
     assert wait_for_version(client, admin, cid, 1, statuses=("registered", "failed"))["status"] == "registered"
 
 
 def test_status_reports_azure_ml_reachable(aml_overrides, standin, aml_worker):
-    from app import create_app
+    from app.factory import create_app
     from app.settings import load
 
     aml_worker()

@@ -17,8 +17,9 @@ def test_finishing_a_campaign_builds_and_exports_a_version(client, admin, labell
     version = wait_for_version(client, admin, cid, 1)
     assert version["status"] == "exported" and version["error"] is None  # Azure ML not configured: not registered
     assert (version["image_count"], version["object_count"]) == (3, 3)
-    assert version["folder"] == "datasets/Beach_Litter_2026/1"
-    assert version["azureml"] == {"labels_asset": "Beach_Litter_2026_labels", "images_asset": "Beach_Litter_2026_images",
+    assert version["folder"] == f"datasets/Beach_Litter_2026_{cid}/1"
+    assert version["azureml"] == {"labels_asset": f"Beach_Litter_2026_{cid}_labels",
+                                  "images_asset": f"Beach_Litter_2026_{cid}_images",
                                   "labels_id": None, "images_id": None}
 
     files = {f["name"]: httpx.get(f["url"]).content for f in version["files"]}

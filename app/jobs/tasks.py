@@ -15,6 +15,7 @@ from app.jobs import procrastinate_app
 from app.jobs.exclusive import exclusive
 from app.services import datasets, finishing
 from app.state import app_state
+from app.storage import UnlistableUploadArea
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +55,10 @@ def finish_image_set(context: JobContext, imageset_id: int) -> None:
     """Check, de-duplicate and catalogue a set's uploads (app.services.finishing); resumable."""
     with one_run(context, "image_set", imageset_id,
                  on_final_failure=lambda exc: finishing.mark_failed(imageset_id, exc)):
-        finishing.finish(imageset_id, should_stop=context.should_abort)
+        try:
+            finishing.finish(imageset_id, should_stop=context.should_abort)
+        except UnlistableUploadArea as refused:  # retrying cannot help: say what to do and stop
+            finishing.mark_failed(imageset_id, refused, detail=refused.detail)
 
 
 @procrastinate_app.task(name="build_dataset", retry=BACKOFF, pass_context=True)

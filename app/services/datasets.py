@@ -27,10 +27,11 @@ logger = logging.getLogger(__name__)
 FILES = ("annotations.jsonl", "MLTable")
 
 
-def asset_base(title: str) -> str:
-    """Azure ML asset names: letters, digits, '-' and '_', starting with a letter or digit."""
-    base = re.sub(r"[^A-Za-z0-9_-]+", "_", title).strip("_-") or "campaign"
-    return base[:200]
+def asset_base(campaign: Campaign) -> str:
+    """The campaign's Azure ML asset name and folder: its title in letters, digits, '-' and '_' (starting with a
+    letter or digit), then its id, so two titles that read alike ("collide 1", "collide_1") never share one."""
+    title = re.sub(r"[^A-Za-z0-9_-]+", "_", campaign.title).strip("_-") or "campaign"
+    return f"{title[:190]}_{campaign.id}"
 
 
 def _campaign(campaign_id: int, *, for_update: bool = False) -> Campaign:
@@ -53,7 +54,7 @@ def on_campaign_finished(campaign: Campaign) -> None:
 
 def _new_version(campaign: Campaign, created_by: str | None) -> Dataset:
     version = (db.session.scalar(select(func.max(Dataset.version)).where(Dataset.campaign_id == campaign.id)) or 0) + 1
-    base = asset_base(campaign.title)
+    base = asset_base(campaign)
     dataset = Dataset(campaign_id=campaign.id, version=version, name=base, status="pending", created_by=created_by,
                       folder=f"datasets/{base}/{version}")
     db.session.add(dataset)

@@ -6,11 +6,15 @@ longer); truncation shows in the tail (a JPEG ends with its EOI marker, a PNG wi
 from __future__ import annotations
 
 import io
+import math
 import warnings
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from PIL import ExifTags, Image, UnidentifiedImageError
+
+MIME_TYPES = {"jpeg": "image/jpeg", "png": "image/png", "webp": "image/webp", "tiff": "image/tiff", "bmp": "image/bmp",
+              "gif": "image/gif"}
 
 HEAD_BYTES = 64 * 1024
 LARGE_HEAD_BYTES = 1024 * 1024  # when metadata before the frame header is larger than usual
@@ -93,11 +97,11 @@ def _read_exif(image: Image.Image, facts: Facts) -> None:
     if gps:
         facts.exif["GPSInfo"] = {name: value for tag, raw in gps.items()
                                  if (name := ExifTags.GPSTAGS.get(tag)) and (value := _plain(raw)) is not None}
-    facts.camera_make = _text(flat.get(0x010F))
-    facts.camera_model = _text(flat.get(0x0110))
+    facts.camera_make = (_text(flat.get(0x010F)) or "")[:128] or None  # the catalogue's column width
+    facts.camera_model = (_text(flat.get(0x0110)) or "")[:128] or None
     facts.date_taken = _date(flat.get(0x9003) or flat.get(0x0132), flat.get(0x9011))
-    facts.lat = _coordinate(gps.get(2), gps.get(1), "S")
-    facts.lon = _coordinate(gps.get(4), gps.get(3), "W")
+    facts.lat = _coordinate(gps.get(2), gps.get(1), "S", limit=90)
+    facts.lon = _coordinate(gps.get(4), gps.get(3), "W", limit=180)
 
 
 def _plain(value):
@@ -105,7 +109,7 @@ def _plain(value):
     if isinstance(value, bytes):
         return None
     if isinstance(value, str):
-        value = value.strip("\x00 ").strip()
+        value = _storable(value).strip()
         return value[:256] if value else None
     if isinstance(value, (tuple, list)):
         items = [_plain(v) for v in value[:16]]
@@ -117,6 +121,11 @@ def _plain(value):
     if number != number or number in (float("inf"), float("-inf")):
         return None
     return int(number) if number.is_integer() and not hasattr(value, "denominator") else round(number, 8)
+
+
+def _storable(text: str) -> str:
+    """What PostgreSQL can store: no NUL, no lone surrogate (EXIF strings are whatever the camera wrote)."""
+    return "".join(ch for ch in text if ch != "\x00" and not "\ud800" <= ch <= "\udfff")
 
 
 def _text(value) -> str | None:
@@ -132,19 +141,23 @@ def _date(value, offset) -> datetime | None:
     except ValueError:
         return None
     if isinstance(offset, str):
-        try:
-            return datetime.fromisoformat(taken.isoformat() + offset.strip("\x00 "))
-        except ValueError:
+        try:  # in UTC, as it is stored; 9999-12-31 at -23:59 is past the last year a timestamp can hold
+            return datetime.fromisoformat(taken.isoformat() + offset.strip("\x00 ")).astimezone(timezone.utc)
+        except (ValueError, OverflowError):
             pass
     return taken.replace(tzinfo=timezone.utc)
 
 
-def _coordinate(dms, ref, negative: str) -> float | None:
+def _coordinate(dms, ref, negative: str, *, limit: float) -> float | None:
+    """Decimal degrees, or None when the GPS tag is missing or meaningless (a 0/0 rational is NaN, which
+    would make every JSON page holding the image unreadable)."""
     try:
         degrees, minutes, seconds = (float(x) for x in dms)
     except (TypeError, ValueError, ZeroDivisionError):
         return None
     value = degrees + minutes / 60 + seconds / 3600
+    if not math.isfinite(value) or not 0 <= value <= limit:
+        return None
     if isinstance(ref, bytes):
         ref = ref.decode(errors="ignore")
     if isinstance(ref, str) and ref.strip("\x00 ").upper() == negative:

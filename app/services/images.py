@@ -10,6 +10,7 @@ from sqlalchemy import select
 from app.errors import DomainError, NotFound
 from app.extensions import db
 from app.models import Image, ImageSetMember
+from app.services.image_facts import MIME_TYPES
 from app.services.lookup import get_or_404
 from app.services.pagination import Page, paginate
 from app.storage import SignedUrl
@@ -81,8 +82,10 @@ def get(image_id: int) -> Image:
 
 def read_url(image: Image) -> SignedUrl:
     state = app_state()
+    # The SAS fixes the Content-Type to the detected format: a stored file is served as the image it is.
     return state.storage.image_read_url(image.blobstorage_path,
-                                        timedelta(minutes=state.settings.image_read_token_minutes))
+                                        timedelta(minutes=state.settings.image_read_token_minutes),
+                                        content_type=MIME_TYPES.get(image.filetype or "", "application/octet-stream"))
 
 
 def resolve_refs(items: list[dict]) -> list[int]:

@@ -18,10 +18,10 @@ from functools import cached_property
 from urllib.parse import quote
 
 import requests
-from azure.core.exceptions import AzureError, ResourceExistsError, ResourceNotFoundError
+from azure.core.exceptions import AzureError, HttpResponseError, ResourceExistsError, ResourceNotFoundError
 from azure.core.pipeline.transport import RequestsTransport
-from azure.storage.blob import (BlobBlock, BlobSasPermissions, BlobServiceClient, ContainerSasPermissions, ExponentialRetry,
-                                generate_blob_sas, generate_container_sas)
+from azure.storage.blob import (BlobBlock, BlobSasPermissions, BlobServiceClient, ContainerSasPermissions, ContentSettings,
+                                ExponentialRetry, generate_blob_sas, generate_container_sas)
 
 from app.errors import DomainError
 
@@ -46,11 +46,24 @@ DELEGATION_KEY_BACKDATE = timedelta(minutes=5)  # valid from a little earlier, f
 DELEGATION_KEY_REUSE_SLACK = timedelta(minutes=5)
 
 
+class UnlistableUploadArea(DomainError):
+    """Listing the upload area fails on something in it, not for an outage: retrying cannot help."""
+    status, title = 409, "Upload Area Cannot Be Listed"
+
+
 @dataclass(frozen=True)
 class BlobInfo:
     name: str
     size: int
     md5: str | None  # hex, when the service stored a Content-MD5
+
+
+@dataclass(frozen=True)
+class StoredBytes:
+    size: int
+    md5: str  # hex, computed from the bytes read
+    head: bytes
+    tail: bytes
 
 
 @dataclass(frozen=True)
@@ -178,14 +191,16 @@ class BlobStorage:
     def _protocol(self) -> str:
         return "https,http" if self.is_emulator else "https"
 
-    def blob_read_url(self, container: str, name: str, ttl: timedelta) -> SignedUrl:
+    def blob_read_url(self, container: str, name: str, ttl: timedelta, *, content_type: str | None = None) -> SignedUrl:
+        """A read SAS for one blob. With `content_type`, the SAS itself sets the response's Content-Type,
+        whatever headers the blob was stored with."""
         signing, expiry = self._signing(self._clock() + ttl)
         sas = generate_blob_sas(self.service.account_name, container, name, permission=BlobSasPermissions(read=True),
-                                expiry=expiry, protocol=self._protocol(), **signing)
+                                expiry=expiry, protocol=self._protocol(), content_type=content_type, **signing)
         return SignedUrl(f"{self.service.url.rstrip('/')}/{container}/{quote(name)}?{sas}", expiry)
 
-    def image_read_url(self, path: str, ttl: timedelta) -> SignedUrl:
-        return self.blob_read_url(self.container, path, ttl)
+    def image_read_url(self, path: str, ttl: timedelta, *, content_type: str | None = None) -> SignedUrl:
+        return self.blob_read_url(self.container, path, ttl, content_type=content_type)
 
     def upload_area_url(self, container: str, ttl: timedelta) -> SignedUrl:
         """A container SAS to upload into one set's area: create, write, add and list; never read or delete."""
@@ -213,18 +228,33 @@ class BlobStorage:
 
     def list_upload_area(self, container: str) -> Iterator[BlobInfo]:
         """Every blob in the area, page by page (never all names in memory at once)."""
-        try:
-            for blob in self.service.get_container_client(container).list_blobs():
-                md5 = blob.content_settings.content_md5 if blob.content_settings else None
-                yield BlobInfo(blob.name, blob.size, bytes(md5).hex() if md5 else None)
-        except ResourceNotFoundError:
-            return
+        for blob in self._listing(container, lambda area: area.list_blobs()):
+            md5 = blob.content_settings.content_md5 if blob.content_settings else None
+            yield BlobInfo(blob.name, blob.size, bytes(md5).hex() if md5 else None)
 
     def count_upload_area(self, container: str) -> int:
+        return sum(1 for _ in self._listing(container, lambda area: area.list_blob_names()))
+
+    def _listing(self, container: str, pages) -> Iterator:
+        """What `pages(area)` lists; nothing when the area is gone. A listing that fails while the area itself
+        answers is a name storage cannot list: UnlistableUploadArea, which retrying cannot mend."""
+        area = self.service.get_container_client(container)
         try:
-            return sum(1 for _ in self.service.get_container_client(container).list_blob_names())
+            yield from pages(area)
         except ResourceNotFoundError:
-            return 0
+            return
+        except HttpResponseError as exc:
+            if exc.status_code is None or exc.status_code < 500:
+                raise
+            try:
+                area.get_container_properties()
+            except AzureError:
+                raise exc from None  # storage itself is failing: an outage, retried
+            raise UnlistableUploadArea(
+                f"blob storage answers, but cannot list upload area {container!r} (HTTP {exc.status_code}): it holds "
+                "a file whose name storage cannot list, such as one with control characters. Remove that file from "
+                "the container (Azure Storage Explorer or az storage blob delete), then finish the set again."
+            ) from exc
 
     def read_range(self, container: str, name: str, offset: int, length: int) -> bytes:
         return self.service.get_blob_client(container, name).download_blob(offset=offset, length=length).readall()
@@ -243,6 +273,31 @@ class BlobStorage:
         for chunk in self.service.get_blob_client(container, name).download_blob().chunks():
             digest.update(chunk)
         return digest.hexdigest()
+
+    def read_image_through(self, path: str, *, head_limit: int, tail_size: int,
+                           chunk_size: int = 1024 * 1024) -> StoredBytes:
+        """One pass over a blob of the image container in ranged reads: the MD5 of every stored byte, its
+        size, its first `head_limit` and last `tail_size` bytes. Memory stays at one chunk plus the head."""
+        blob = self.container_client.get_blob_client(path)
+        digest, head, tail = hashlib.md5(usedforsecurity=False), bytearray(), b""
+        offset, size = 0, None
+        while size is None or offset < size:
+            downloader = blob.download_blob(offset=offset, length=chunk_size)
+            size = downloader.properties.size if size is None else size
+            data = downloader.readall()
+            if not data:
+                break
+            digest.update(data)
+            if len(head) < head_limit:
+                head += data[:head_limit - len(head)]
+            tail = (tail + data)[-tail_size:]
+            offset += len(data)
+        return StoredBytes(size=offset, md5=digest.hexdigest(), head=bytes(head), tail=tail)
+
+    def describe_image(self, path: str, *, content_type: str, md5: str) -> None:
+        """Store the Content-Type and Content-MD5 the service worked out (never the uploader's)."""
+        self.container_client.get_blob_client(path).set_http_headers(
+            ContentSettings(content_type=content_type, content_md5=bytearray.fromhex(md5)))
 
     def copy_into_images(self, container: str, name: str, path: str) -> None:
         """Server-side, synchronous copy (Copy Blob From URL, up to 256 MiB) into the image container."""
