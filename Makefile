@@ -53,8 +53,11 @@ install-test: $(VENV)/.installed-test node_modules/.installed .venv-mltable/.ins
 run: install-dev
 	$(PY) -m app run
 
+# Four pytest-xdist workers, each with its own PostgreSQL and Azurite: most slow tests wait on processes, so
+# four overlap well even on two cores. TEST_WORKERS=0 runs the suite in one process.
+TEST_WORKERS ?= 4
 test: install-test
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist worksteal
 
 bench: install-test
 	$(PY) bench/run_all.py

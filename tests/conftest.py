@@ -2,7 +2,11 @@
 once per session, unless TEST_DATABASE_URL / TEST_AZURE_STORAGE_CONNECTION_STRING point elsewhere.
 
 The schema comes from the migrations, applied once per session. Each test starts from empty tables
-(truncation rather than rollback, so worker processes and concurrent requests see committed data).
+(truncation rather than rollback: API keys are read on the auth module's own connections, and worker
+processes and concurrent requests must see committed data).
+
+`make test` runs the suite in pytest-xdist worker processes: each is a session of its own, with its own
+PostgreSQL and Azurite, so tests that stop or restart them touch only their own worker's servers.
 """
 from __future__ import annotations
 
@@ -20,23 +24,27 @@ from sqlalchemy import text
 from app.embedded.azurite import Azurite
 from app.embedded.postgres import EmbeddedPostgres
 from app.settings import load
-from tests.helpers import ROOT, box, env_for, submit
+from tests.helpers import ROOT, box, directory_postgres_can_reach, env_for, submit
 
 PEPPER = "test-pepper-not-a-secret-0123456789"
 
 
 @pytest.fixture(scope="session")
-def pg_server(tmp_path_factory):
+def pg_server():
     if os.environ.get("TEST_DATABASE_URL"):
         yield None
         return
-    server = EmbeddedPostgres(tmp_path_factory.mktemp("pg") / "data", fast=True).start()
-    yield server
-    server.stop()
+    with directory_postgres_can_reach("labelstore-test-pg-") as home:
+        server = EmbeddedPostgres(home / "data", fast=True).start()
+        yield server
+        server.stop()
 
 
 @pytest.fixture(scope="session")
 def database_url(pg_server):
+    if os.environ.get("TEST_DATABASE_URL") and os.environ.get("PYTEST_XDIST_WORKER"):
+        pytest.exit("TEST_DATABASE_URL is one database that parallel workers would empty under each other: "
+                    "run pytest without -n", returncode=4)
     return os.environ.get("TEST_DATABASE_URL") or pg_server.create_database("labelstore_test")
 
 

@@ -4,14 +4,21 @@ never from one another or from conftest (tests/test_suite_layout.py holds them t
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 from sqlalchemy import text
 
 ROOT = Path(__file__).resolve().parents[1]
+# Worker settings for a test that waits on stalled-job recovery: a dead worker is noticed after 3 s, not the
+# suite's 6 s (still six heartbeats of slack), and pruned after 12 s, not 24 s. Grace + margin stay under it.
+QUICK_RECOVERY = {"worker_heartbeat_seconds": 0.5, "worker_stalled_after_seconds": 3,
+                  "worker_shutdown_grace_seconds": 0.5, "worker_hard_stop_margin_seconds": 1.5}
 
 
 def wait_until(predicate, timeout: float = 30.0, interval: float = 0.1, message: str = "condition"):
@@ -23,6 +30,17 @@ def wait_until(predicate, timeout: float = 30.0, interval: float = 0.1, message:
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {message}")
         time.sleep(interval)
+
+
+@contextmanager
+def directory_postgres_can_reach(prefix: str):
+    """A temporary directory outside pytest's own: as root, the embedded PostgreSQL runs as another user,
+    and every pytest session that starts on the machine makes /tmp/pytest-of-<user> private again."""
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def env_for(overrides: dict) -> dict:

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from tests import images
-from tests.helpers import assert_problem, blob_url, finish, put, report, upload_all, wait_until
+from tests.helpers import QUICK_RECOVERY, assert_problem, blob_url, finish, put, report, upload_all, wait_until
 
 
 # --- creating ---------------------------------------------------------------------------------------
@@ -185,7 +185,7 @@ def test_killed_worker_mid_finishing_loses_and_doubles_nothing(client, admin, im
     doomed.wait()
     assert client.get(f"/api/v1/image_sets/{imageset_id}", headers=admin).json()["status"] == "finishing"
 
-    start_worker()
+    start_worker(**QUICK_RECOVERY)  # notices the dead worker's silence sooner
     done = wait_until(lambda: (lambda s: s if s["status"] == "finished" else None)(
         client.get(f"/api/v1/image_sets/{imageset_id}", headers=admin).json()), timeout=90, message="resumed finish")
     assert done["progress"] == {"total": 301, "done": 301, "accepted": 300, "duplicates": 1, "rejected": 0}

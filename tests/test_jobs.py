@@ -4,7 +4,7 @@ import os
 import signal
 
 from app.embedded.azurite import Azurite, connection_string
-from tests.helpers import defer_check_storage, job_row, wait_until
+from tests.helpers import QUICK_RECOVERY, defer_check_storage, job_row, wait_until
 
 
 def test_defer_joins_the_transaction(flask_app):
@@ -44,6 +44,6 @@ def test_job_of_a_killed_worker_runs_again(flask_app, start_worker, silent_serve
     os.killpg(doomed.pid, signal.SIGKILL)
     doomed.wait()
 
-    start_worker()  # a healthy worker notices the dead one's silence and re-runs its job
+    start_worker(**QUICK_RECOVERY)  # a healthy worker notices the dead one's silence and re-runs its job
     wait_until(lambda: job_row(flask_app, job_id)["status"] == "succeeded", timeout=60,
                message="the stalled job to be re-run")

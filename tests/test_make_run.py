@@ -13,7 +13,7 @@ import psutil
 import pytest
 
 from app.embedded.ports import free_port
-from tests.helpers import ROOT, env_for, wait_until
+from tests.helpers import ROOT, directory_postgres_can_reach, env_for, wait_until
 
 
 def start(data_dir, port):
@@ -47,9 +47,15 @@ def status_when_green(base: str, timeout: float) -> dict:
     return wait_until(green, timeout=timeout, interval=0.3, message="/info/status to answer 200")
 
 
+@pytest.fixture
+def data_dir():
+    with directory_postgres_can_reach("labelstore-make-run-") as home:
+        yield home / "var"
+
+
 @pytest.mark.timeout_sensitive
-def test_make_run_serves_then_stops_cleanly_and_restarts_on_the_same_data(tmp_path):
-    data_dir, port = tmp_path / "var", free_port()
+def test_make_run_serves_then_stops_cleanly_and_restarts_on_the_same_data(data_dir):
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
 
     first = start(data_dir, port)
