@@ -145,8 +145,8 @@ def _examine(blob: BlobInfo, container: str, folder: str) -> Outcome:
         outcome.reason = f"unreadable image ({type(exc).__name__})"
         return outcome
     # Served as what it is: the detected format's type and the computed MD5, never the uploader's headers.
-    storage.describe_image(outcome.path, content_type=MIME_TYPES.get(outcome.facts.filetype, "application/octet-stream"),
-                           md5=outcome.md5)
+    storage.describe_image(outcome.path, stored,
+                           content_type=MIME_TYPES.get(outcome.facts.filetype, "application/octet-stream"))
     return outcome
 
 

@@ -64,6 +64,7 @@ class StoredBytes:
     md5: str  # hex, computed from the bytes read
     head: bytes
     tail: bytes
+    headers: tuple  # the blob's (Content-Type, Content-MD5 hex or None, Content-Disposition, Content-Encoding)
 
 
 @dataclass(frozen=True)
@@ -280,10 +281,13 @@ class BlobStorage:
         size, its first `head_limit` and last `tail_size` bytes. Memory stays at one chunk plus the head."""
         blob = self.container_client.get_blob_client(path)
         digest, head, tail = hashlib.md5(usedforsecurity=False), bytearray(), b""
-        offset, size = 0, None
+        offset, size, headers = 0, None, ()
         while size is None or offset < size:
             downloader = blob.download_blob(offset=offset, length=chunk_size)
-            size = downloader.properties.size if size is None else size
+            if size is None:
+                size, stored = downloader.properties.size, downloader.properties.content_settings
+                headers = (stored.content_type, bytes(stored.content_md5).hex() if stored.content_md5 else None,
+                           stored.content_disposition, stored.content_encoding)
             data = downloader.readall()
             if not data:
                 break
@@ -292,12 +296,16 @@ class BlobStorage:
                 head += data[:head_limit - len(head)]
             tail = (tail + data)[-tail_size:]
             offset += len(data)
-        return StoredBytes(size=offset, md5=digest.hexdigest(), head=bytes(head), tail=tail)
+        return StoredBytes(size=offset, md5=digest.hexdigest(), head=bytes(head), tail=tail, headers=headers)
 
-    def describe_image(self, path: str, *, content_type: str, md5: str) -> None:
-        """Store the Content-Type and Content-MD5 the service worked out (never the uploader's)."""
+    def describe_image(self, path: str, stored: StoredBytes, *, content_type: str) -> None:
+        """Make the blob's headers the ones the service worked out: the detected Content-Type, the computed
+        Content-MD5, nothing else the uploader set (a disposition, an encoding). No request when a careful
+        uploader (azcopy --put-md5) already stored exactly these."""
+        if stored.headers == (content_type, stored.md5, None, None):
+            return
         self.container_client.get_blob_client(path).set_http_headers(
-            ContentSettings(content_type=content_type, content_md5=bytearray.fromhex(md5)))
+            ContentSettings(content_type=content_type, content_md5=bytearray.fromhex(stored.md5)))
 
     def copy_into_images(self, container: str, name: str, path: str) -> None:
         """Server-side, synchronous copy (Copy Blob From URL, up to 256 MiB) into the image container."""
