@@ -14,9 +14,11 @@ import click
 from app import logs
 from app.factory import create_app
 from app.jobs import worker as job_worker
+from app.labelapi.command import import_labelapi as run_import
 from app.migrate import migrate_database, wait_for_database
 from app.services.keys import create_key
 from app.settings import Settings, load_or_exit
+from app.supervisor import run as supervise
 from app.unit_of_work import unit_of_work
 
 logger = logging.getLogger(__name__)
@@ -36,8 +38,6 @@ def cli() -> None:
 @cli.command()
 def run() -> None:
     """Start embedded services (when not configured), the API and a worker; Ctrl-C stops all."""
-    from app.supervisor import run as supervise  # development only: pgserver and Azurite
-
     sys.exit(supervise(_settings(need_servers=False)))
 
 
@@ -85,8 +85,6 @@ def check_settings() -> None:
 @click.option("--dry-run", is_flag=True, help="Count what would be imported; change nothing.")
 def import_labelapi(source: str, schema: str | None, dry_run: bool) -> None:
     """Copy a LabelAPI database here: keys, image sets, images, campaigns and labels, ids kept."""
-    from app.labelapi.command import import_labelapi as run_import
-
     settings = _settings()
     sys.exit(run_import(create_app(settings).app, source=source, schema=schema, dry_run=dry_run))
 

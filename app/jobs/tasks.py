@@ -13,6 +13,7 @@ from app.azureml import RegistrationRefused
 from app.errors import WorkInterrupted
 from app.jobs import procrastinate_app
 from app.jobs.exclusive import exclusive
+from app.labelapi import backfill
 from app.services import datasets, finishing
 from app.state import app_state
 from app.storage import UnlistableUploadArea
@@ -74,7 +75,5 @@ def build_dataset(context: JobContext, dataset_id: int) -> None:
 @procrastinate_app.task(name="backfill_labelapi_images", retry=BACKOFF, pass_context=True)
 def backfill_labelapi_images(context: JobContext) -> None:
     """Read MD5, dimensions and sizes of images imported from LabelAPI (app.labelapi.backfill); resumable."""
-    from app.labelapi import backfill
-
     with one_run(context, "labelapi_backfill", 0, on_final_failure=lambda exc: None):
         backfill.backfill(should_stop=context.should_abort)

@@ -18,6 +18,7 @@ from datetime import datetime, timezone
 from flask import current_app
 from sqlalchemy import func, select
 
+from app import jobs
 from app.errors import WorkInterrupted
 from app.extensions import db
 from app.models import Image, LabelApiImage
@@ -40,8 +41,6 @@ def counts() -> dict[str, int]:
 
 def defer() -> None:
     """Queue the backfill in the caller's transaction (one waiting at a time is enough)."""
-    from app import jobs
-
     jobs.defer(TASK, lock=LOCK)
 
 
