@@ -1,5 +1,5 @@
-"""`make run` (python -m app run) on the embedded defaults: everything green, Ctrl-C leaves nothing
-behind, and a second start finds the same data."""
+"""`make run` (python -m app run) on the embedded defaults: everything green, a killed API or worker is
+started again, Ctrl-C leaves nothing behind, and a second start finds the same data."""
 import json
 import os
 import signal
@@ -47,6 +47,29 @@ def status_when_green(base: str, timeout: float) -> dict:
     return wait_until(green, timeout=timeout, interval=0.3, message="/info/status to answer 200")
 
 
+def child(supervisor, marker: str) -> psutil.Process | None:
+    """The supervisor's running child whose command line has `marker` ("uvicorn": the API; "worker")."""
+    for process in psutil.Process(supervisor.pid).children():
+        try:
+            if marker in process.cmdline() and process.status() != psutil.STATUS_ZOMBIE:
+                return process
+        except psutil.NoSuchProcess:
+            pass
+    return None
+
+
+def kill_and_see_it_replaced(supervisor, marker: str, base: str) -> None:
+    killed = child(supervisor, marker)
+    killed.send_signal(signal.SIGKILL)
+
+    def replaced_and_connected():  # a new process, started far enough to talk to PostgreSQL
+        new = child(supervisor, marker)
+        return new is not None and new.pid != killed.pid and new.net_connections(kind="tcp")
+
+    wait_until(replaced_and_connected, timeout=30, message=f"a new {marker} process")
+    status_when_green(base, timeout=60)
+
+
 @pytest.fixture
 def data_dir():
     with directory_postgres_can_reach("labelstore-make-run-") as home:
@@ -54,7 +77,7 @@ def data_dir():
 
 
 @pytest.mark.timeout_sensitive
-def test_make_run_serves_then_stops_cleanly_and_restarts_on_the_same_data(data_dir):
+def test_make_run_serves_outlives_its_children_then_stops_cleanly_and_restarts_on_the_same_data(data_dir):
     port = free_port()
     base = f"http://127.0.0.1:{port}"
 
@@ -68,12 +91,20 @@ def test_make_run_serves_then_stops_cleanly_and_restarts_on_the_same_data(data_d
         pair = json.loads(key_file.read_text())
         headers = {"Authentication-Key": pair["apikey"], "Authentication-Secret": pair["apisecret"]}
         assert httpx.get(f"{base}/api/v1/me", headers=headers).json()["roles"] == ["admin"]
+
+        # A dead child is started again; the stack keeps serving.
+        kill_and_see_it_replaced(first, "uvicorn", base)
+        assert httpx.get(f"{base}/api/v1/me", headers=headers).status_code == 200
+        kill_and_see_it_replaced(first, "worker", base)
+        assert first.poll() is None
         children = psutil.Process(first.pid).children(recursive=True)
     finally:
         output = ctrl_c(first)
     assert first.returncode == 0, output
     assert "Swagger UI:      http://127.0.0.1" in output and "admin-key.json" in output
     assert "Traceback" not in output
+    assert "api exited (killed by SIGKILL); starting it again in 1 s" in output, output
+    assert "worker exited (killed by SIGKILL); starting it again in 1 s" in output, output
     wait_until(lambda: not processes_using(data_dir), timeout=10, message="embedded services to exit")
     assert not [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
 
