@@ -2,7 +2,8 @@
 
 Plain HTTP with the account key by default; with a certificate, HTTPS and OAuth (`--oauth basic`): bearer tokens
 are accepted (issuer, audience and lifetime checked, not the signature) and user delegation keys are issued, so
-the keyless path (account URL, token credential, user delegation SAS) runs against it."""
+the keyless path (account URL, token credential, user delegation SAS) runs against it. Telemetry is off (Azurite
+sends usage data to Microsoft by default)."""
 from __future__ import annotations
 
 import logging
@@ -54,7 +55,7 @@ class Azurite:
         self.process = subprocess.Popen(
             [str(executable), "--blobHost", self.host, "--blobPort", str(self.port),
              "--location", str(self.location), "--silent", "--skipApiVersionCheck", "--disableProductStyleUrl",
-             "--debug", os.devnull, *oauth],
+             "--debug", os.devnull, "--disableTelemetry", *oauth],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
         )
         try:
