@@ -1,7 +1,9 @@
 """Logging to stdout, configured once: one line per event, with the request id, secrets masked.
 
 Two formats: `text` (`time level logger [request id] message key=value...`, a traceback folded into the
-line with its newlines escaped) and `json` (one object per line, the traceback in `exception`).
+line with its newlines escaped) and `json` (one object per line, the traceback in `exception`). Whatever a
+request sent (a path with %0A or %00 in it) cannot start a line of its own or reach a terminal raw: control
+characters and Unicode line separators are escaped in both formats.
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ _SECRET_PATTERNS = [
     (re.compile(r"(?i)(AccountKey=)[^;\s'\"]+"), r"\1REDACTED"),
     (re.compile(r"(?i)(SharedAccessSignature=)[^;\s'\"]+"), r"\1REDACTED"),
     (re.compile(r"(?i)(authentication-secret['\"]?\s*[:=]\s*['\"]?)[^\s'\",}]+"), r"\1REDACTED"),
+    (re.compile(r"(?i)(\bpostgres(?:ql)?(?:\+\w+)?://[^:/@\s]*:)[^@\s]+(@)"), r"\1REDACTED\2"),  # a URL's password
 ]
 
 
@@ -88,12 +91,33 @@ class JsonFormatter(logging.Formatter):
             entry["exception"] = record.exc_text
         if record.stack_info:
             entry["stack"] = self.formatStack(record.stack_info)
-        return json.dumps(_masked(entry), default=str, ensure_ascii=False)
+        return _json_line(_masked(entry))
+
+
+# C0 and C1 control characters, DEL, and what str.splitlines and log viewers also take for a line break
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_SHORT = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def escape_controls(text: str) -> str:
+    """Each control character as a visible escape (`\\n`, `\\x00`, `\\u2028`): one event stays one line, and
+    nothing a client sent can forge a line or drive a terminal."""
+    return _CONTROL.sub(lambda m: _SHORT.get(m[0]) or (f"\\x{ord(m[0]):02x}" if ord(m[0]) < 0x100
+                                                       else f"\\u{ord(m[0]):04x}"), text)
 
 
 def _one_line(text: str) -> str:
-    """Newlines (a traceback's, a multi-line message's) become a visible `\\n`: one event, one line."""
-    return text.replace("\r\n", "\n").replace("\r", "\\n").replace("\n", "\\n")
+    """Newlines (a traceback's, a multi-line message's) become a visible `\\n`, every other control character
+    its escape: one event, one line."""
+    return escape_controls(text.replace("\r\n", "\n"))
+
+
+_JSON_UNSAFE = re.compile("[\x7f-\x9f\u2028\u2029]")  # json.dumps escapes C0 itself, not these
+
+
+def _json_line(entry: dict) -> str:
+    line = json.dumps(entry, default=str, ensure_ascii=False)
+    return _JSON_UNSAFE.sub(lambda m: f"\\u{ord(m[0]):04x}", line)
 
 
 def _masked(value):

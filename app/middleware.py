@@ -6,6 +6,7 @@ import logging
 import re
 import time
 import uuid
+from urllib.parse import quote
 
 from starlette.middleware.cors import CORSMiddleware
 
@@ -50,8 +51,13 @@ class RequestContextMiddleware:
             operation = _operation(scope)
             REQUESTS.labels(scope["method"], operation, str(status)).inc()
             LATENCY.labels(scope["method"], operation).observe(elapsed)
-            logger.info("%s %s %s %.1fms", scope["method"], scope["path"], status, elapsed * 1000)
+            logger.info("%s %s %s %.1fms", scope["method"], logged_path(scope["path"]), status, elapsed * 1000)
             request_id_var.reset(token)
+
+
+def logged_path(path: str) -> str:
+    """The path as it travels in a URL: percent-encoded, so %0A or %00 in it is logged as just that."""
+    return quote(path, safe="/:@!$&'()*+,;=~", errors="backslashreplace")
 
 
 def _operation(scope) -> str:

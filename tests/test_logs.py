@@ -144,3 +144,34 @@ def test_each_failed_job_attempt_is_logged_once_with_its_retry_time(flask_app, s
     # and nothing else of procrastinate's chatter (each job's start and end) is logged at INFO
     assert not [e for e in entries() if e["logger"].startswith("procrastinate") and e["level"] == "INFO"]
     assert wrong_key not in worker.output.read_text()
+
+
+FORGED = "2026-01-01 00:00:00,000 INFO app.keys [-] api key created"
+
+
+@pytest.mark.parametrize("formatter", [logs.TextFormatter, logs.JsonFormatter])
+def test_what_a_request_sends_cannot_forge_a_log_line(client, our_handler, formatter):
+    our_handler.setFormatter(formatter())
+    # Unauthenticated: a newline, a NUL, and what splitlines and log viewers also take for line breaks.
+    path = f"/api/v1/keys%0A{FORGED.replace(' ', '%20')}%00%0D%C2%85%E2%80%A8%1B[31m"
+    client.get(path)
+    logger = logging.getLogger("app.test")
+    logger.warning("title %s", "a\nb\x00c\x85d\u2028e\x1b[0m", extra={"name_sent": f"x\n{FORGED}\x00"})
+
+    written = our_handler.stream.getvalue()
+    lines = written.splitlines()
+    assert len(lines) == written.count("\n") and all(not line.startswith(FORGED[:19]) for line in lines)
+    assert not any(c in written for c in "\x00\x1b\r\x85\u2028")
+    access = next(line for line in lines if "app.access" in line)
+    assert "/api/v1/keys%0A2026-01-01%2000:00:00,000" in access and "%00%0D%C2%85%E2%80%A8%1B" in access
+    if formatter is logs.JsonFormatter:  # escaped as JSON: the values read back exactly
+        entry = json.loads(lines[-1])
+        assert entry["message"] == "title a\nb\x00c\x85d\u2028e\x1b[0m" and entry["name_sent"] == f"x\n{FORGED}\x00"
+    else:
+        assert lines[-1].endswith("title a\\nb\\x00c\\x85d\\u2028e\\x1b[0m name_sent='x\\n" + FORGED + "\\x00'")
+
+
+def test_a_database_url_is_logged_without_its_password(our_handler):
+    logging.getLogger("app.test").warning("connecting to %s", "postgresql://postgres:pg-Secret_1@127.0.0.1:5432/x")
+    written = our_handler.stream.getvalue()
+    assert "pg-Secret_1" not in written and "postgresql://postgres:REDACTED@127.0.0.1:5432/x" in written
