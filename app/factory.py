@@ -20,7 +20,7 @@ from app.auth.authenticator import Authenticator  # noqa: E402
 from app.auth.connexion_glue import SECURITY_MAP  # noqa: E402
 from app.auth.policy import roles_from_spec  # noqa: E402
 from app.extensions import db, migrate  # noqa: E402
-from app.middleware import ListedOriginsCORS, RequestContextMiddleware  # noqa: E402
+from app.middleware import AllowedMethods, ListedOriginsCORS, RequestContextMiddleware  # noqa: E402
 from app.settings import Settings, load_or_exit  # noqa: E402
 from app.state import EXTENSION, State  # noqa: E402
 from app.storage import BlobStorage  # noqa: E402
@@ -72,7 +72,8 @@ def create_app(settings: Settings | None = None, *, validate_responses: bool = F
         # Flask views run on a2wsgi's threads, which do not inherit the ASGI task's context.
         logs.request_id_var.set(request.headers.get("X-Request-ID", "-"))
 
-    connexion_app.add_middleware(RequestContextMiddleware, position=MiddlewarePosition.BEFORE_EXCEPTION, state=state)
+    connexion_app.add_middleware(RequestContextMiddleware, position=MiddlewarePosition.BEFORE_EXCEPTION, state=state,
+                                 allowed_methods=AllowedMethods({"": load_spec("info.yaml"), "/api/v1": load_spec("api.yaml")}))
     if settings.cors_origins:  # inside the request context: preflights get a request id and are counted
         connexion_app.add_middleware(ListedOriginsCORS, position=MiddlewarePosition.BEFORE_EXCEPTION, origins=settings.cors_origins)
     errors.register(connexion_app)

@@ -1,12 +1,13 @@
 """ASGI middleware around the whole app: a request id on every request, response and log line;
-one access log line and the request metrics per request; CORS for the listed origins."""
+one access log line and the request metrics per request; redirects that never name a host the client chose;
+a 405's Allow naming every method of the path; CORS for the listed origins."""
 from __future__ import annotations
 
 import logging
 import re
 import time
 import uuid
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit, urlunsplit
 
 from starlette.middleware.cors import CORSMiddleware
 
@@ -17,9 +18,40 @@ logger = logging.getLogger("app.access")
 _VALID_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
+_METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
+
+
+class AllowedMethods:
+    """Path -> the methods the specs offer on it. Starlette's router answers 405 with the methods of the first
+    route whose path matched, and Connexion makes one route per method: /keys said `GET, HEAD`, not POST."""
+
+    def __init__(self, specs: dict[str, dict]):  # base path -> OpenAPI document
+        self._routes = []
+        for base, spec in specs.items():
+            for template, item in spec.get("paths", {}).items():
+                methods = {m.upper() for m in item if m in _METHODS}
+                if "GET" in methods:
+                    methods.add("HEAD")
+                pattern = re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(base.rstrip("/") + template))
+                self._routes.append((re.compile(f"^{pattern}$"), methods))
+
+    def __call__(self, path: str) -> str | None:
+        found = set().union(*(methods for pattern, methods in self._routes if pattern.match(path)))
+        return ", ".join(sorted(found)) if found else None
+
+
+def _relative(location: bytes, host: bytes | None) -> bytes:
+    """A redirect the app built from the request's Host header (Starlette's trailing-slash redirect does) points
+    at that host's path instead: a forged Host is never sent back."""
+    parts = urlsplit(location.decode("latin-1"))
+    if not parts.netloc or host is None or parts.netloc.lower() != host.decode("latin-1").lower():
+        return location
+    return urlunsplit(("", "", parts.path or "/", parts.query, parts.fragment)).encode("latin-1")
+
+
 class RequestContextMiddleware:
-    def __init__(self, app, state=None):
-        self.app, self.state = app, state
+    def __init__(self, app, state=None, allowed_methods: AllowedMethods | None = None):
+        self.app, self.state, self.allowed_methods = app, state, allowed_methods
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -41,7 +73,8 @@ class RequestContextMiddleware:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
+                message["headers"] = [*self._tidy(status, message.get("headers", []), scope),
+                                      (b"x-request-id", request_id.encode())]
             await send(message)
 
         try:
@@ -53,6 +86,16 @@ class RequestContextMiddleware:
             LATENCY.labels(scope["method"], operation).observe(elapsed)
             logger.info("%s %s %s %.1fms", scope["method"], logged_path(scope["path"]), status, elapsed * 1000)
             request_id_var.reset(token)
+
+    def _tidy(self, status: int, headers, scope) -> list:
+        headers = list(headers)
+        if 300 <= status < 400:
+            host = dict(scope["headers"]).get(b"host")
+            headers = [(k, _relative(v, host) if k.lower() == b"location" else v) for k, v in headers]
+        allow = self.allowed_methods(scope["path"]) if status == 405 and self.allowed_methods else None
+        if allow:
+            headers = [(k, v) for k, v in headers if k.lower() != b"allow"] + [(b"allow", allow.encode())]
+        return headers
 
 
 def logged_path(path: str) -> str:

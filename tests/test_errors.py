@@ -1,10 +1,12 @@
 """Every error is application/problem+json with type/title/status/detail and the same text in `error`."""
 import json
 import logging
+import re
 
 import pytest
+import yaml
 
-from tests.helpers import assert_problem
+from tests.helpers import ROOT, assert_problem
 
 
 def test_unknown_route_is_404_problem(client):
@@ -18,6 +20,35 @@ def test_unknown_root_route_is_404_problem(client):
 
 def test_wrong_method_is_405_problem(client):
     assert_problem(client.delete("/info/version"), 405)
+
+
+def spec_paths():
+    for base, name in (("", "info.yaml"), ("/api/v1", "api.yaml")):
+        spec = yaml.safe_load((ROOT / "app" / "openapi" / name).read_text())
+        for template, item in spec["paths"].items():
+            methods = {m.upper() for m in item if m in ("get", "put", "post", "delete", "patch")}
+            yield base + re.sub(r"\{[^}]+\}", "1", template), methods | ({"HEAD"} if "GET" in methods else set())
+
+
+@pytest.mark.parametrize("path, methods", list(spec_paths()))
+def test_every_405_names_every_method_of_its_path(client, path, methods):
+    # Starlette named only the first route's methods: OPTIONS /api/v1/keys said `GET, HEAD`, leaving out POST.
+    for method in ("OPTIONS", "PATCH"):
+        response = client.request(method, path)
+        assert_problem(response, 405)
+        assert set(response.headers["Allow"].split(", ")) == methods
+
+
+def test_swagger_ui_405_has_allow_too(client):
+    response = client.options("/api/v1/ui/")
+    assert response.status_code == 405 and response.headers["Allow"] == "GET, HEAD"
+
+
+@pytest.mark.parametrize("path, location", [("/api/v1/keys/?per_page=5", "/api/v1/keys?per_page=5"),
+                                            ("/api/v1/ui", "/api/v1/ui/")])
+def test_redirects_never_name_the_host_the_client_sent(client, path, location):
+    response = client.get(path, headers={"Host": "evil.example"}, follow_redirects=False)
+    assert response.status_code == 307 and response.headers["Location"] == location
 
 
 def test_malformed_json_is_400_problem(client, admin):
