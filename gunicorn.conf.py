@@ -32,6 +32,12 @@ def on_exit(server):
         shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
+def post_worker_init(worker):
+    """Uvicorn workers serve with the protocol that caps request headers while they arrive (app/limits.py)."""
+    if hasattr(worker, "config"):  # a uvicorn worker whose server has not started yet
+        worker.config.http = "app.limits:HeadLimitedHttpTools"
+
+
 def child_exit(server, worker):
     """A dead worker's counters stay in the sum (they are totals); its live gauges must go."""
     from prometheus_client import multiprocess

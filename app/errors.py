@@ -50,10 +50,19 @@ class Unprocessable(DomainError):
     status, title = 422, "Unprocessable Entity"
 
 
+MAX_DETAIL_CHARS = 500  # a problem quotes at most a short excerpt of what was sent (a 1.5 MB array was echoed)
+
+
+def problem_document(status: int, detail: str, *, title: str | None = None, **extra) -> dict:
+    if len(detail) > MAX_DETAIL_CHARS:
+        detail = detail[:MAX_DETAIL_CHARS - 1] + "…"
+    return {"type": "about:blank", "title": title or reason(status), "status": status, "detail": detail,
+            "error": detail, **extra}
+
+
 def problem(status: int, detail: str, *, title: str | None = None, headers: dict | None = None,
             **extra) -> ConnexionResponse:
-    body = {"type": "about:blank", "title": title or reason(status), "status": status, "detail": detail,
-            "error": detail, **extra}
+    body = problem_document(status, detail, title=title, **extra)
     return ConnexionResponse(status_code=status, mimetype="application/problem+json",
                              content_type="application/problem+json", body=json.dumps(body), headers=headers)
 

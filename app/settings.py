@@ -44,6 +44,10 @@ class Settings(BaseSettings):
     server_name: str | None = None  # how this process is named in error reports; unset: the host name
     prometheus_multiproc_dir: Path | None = None  # metrics summed over processes (gunicorn.conf.py sets it)
     data_dir: Path = Path("var")  # embedded PostgreSQL and Azurite keep their data here
+    # request limits, enforced while the bytes arrive (app/limits.py): 413 / 431 problem+json past them
+    max_json_body_bytes: int = Field(8 * 1024 * 1024, ge=1024, le=1024 * 1024 * 1024)
+    max_header_bytes: int = Field(8 * 1024, ge=1024, le=64 * 1024)  # one header, name and value
+    max_headers_total_bytes: int = Field(32 * 1024, ge=4096, le=64 * 1024)  # request line and all headers
 
     # --- database: unset means an embedded PostgreSQL under data_dir
     db_connection_string: str | None = None

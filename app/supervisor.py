@@ -141,7 +141,7 @@ def run(settings: Settings) -> int:
         children.append(Child("worker", [sys.executable, "-m", "app", "worker"], env))
         children.append(Child("api", [
             sys.executable, "-m", "uvicorn", "main:app", "--host", resolved.host, "--port", str(resolved.port),
-            "--no-access-log", "--log-level", "warning"], env))
+            "--http", "app.limits:HeadLimitedHttpTools", "--no-access-log", "--log-level", "warning"], env))
         for child in children:
             child.start()
         print(f"  Swagger UI:      http://{resolved.host}:{resolved.port}/api/v1/ui")
