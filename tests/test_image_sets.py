@@ -365,3 +365,32 @@ def test_uploader_key_fills_its_own_set(client, make_key, image_set, make_image_
     other = make_image_set()
     assert client.post(f"/api/v1/image_sets/{other['imageset_id']}/dropbox_url", headers=uploader).status_code == 404
     assert client.get("/api/v1/images", headers=uploader).status_code == 403
+
+
+def test_an_uploader_adds_only_its_own_sets_images_and_cannot_tell_others_from_absent(client, make_key, admin,
+                                                                                       make_image_set, app_context):
+    from app.extensions import db
+    from app.models import Image
+
+    own, second, other = (make_image_set()["imageset_id"] for _ in range(3))
+    mine, theirs = (Image(imageset_id=s, blobstorage_path=f"imagesets/{s}/{name}.jpg", md5=f"{n:032x}",
+                          filetype="jpeg", filesize=10, width=4, height=3)
+                    for n, (s, name) in enumerate([(own, "mine"), (other, "theirs")]))
+    db.session.add_all([mine, theirs])
+    db.session.commit()
+    uploader = make_key("uploader", device="camera-9", email=None, imageset_ids=[own, second])
+
+    def add(ref, headers=uploader):
+        return client.post(f"/api/v1/image_sets/{second}/images", json=[ref], headers=headers)
+
+    assert add({"id": mine.id}).json() == {"added": 1}  # its own image, into its other set
+    # Another set's image and one that does not exist get the same answer, by id and by path.
+    by_id = [add({"id": theirs.id}), add({"id": theirs.id + 1000})]
+    by_path = [add({"filepath": theirs.blobstorage_path}), add({"filepath": "imagesets/none/theirs.jpg"})]
+    for (other_set, absent), named in ((by_id, (theirs.id, theirs.id + 1000)),
+                                       (by_path, (theirs.blobstorage_path, "imagesets/none/theirs.jpg"))):
+        answers = [assert_problem(response, 404) for response in (other_set, absent)]
+        for answer, name in zip(answers, named):
+            answer["detail"] = answer["error"] = answer["detail"].replace(str(name), "<ref>")
+        assert answers[0] == answers[1]
+    assert add({"id": theirs.id}, headers=admin).json() == {"added": 1}  # an image-admin or admin may

@@ -52,7 +52,7 @@ def list_images(imageset_id, page=1, per_page=50):
 
 
 def add_images(imageset_id, body):
-    return {"added": image_sets.add_images(imageset_id, body)}
+    return {"added": image_sets.add_images(imageset_id, body, caller=current_caller())}
 
 
 def report(imageset_id, page=1, per_page=50, outcome=None):

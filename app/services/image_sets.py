@@ -89,10 +89,15 @@ def change_status(imageset_id: int, new_status: str) -> ImageSet:
     return image_set
 
 
-def add_images(imageset_id: int, items: list[dict]) -> int:
-    """Add existing images, named by id or filepath; all or nothing. Returns how many were new to the set."""
+MANAGERS = ("admin", "image-admin")  # roles that may add any catalogued image to a set
+
+
+def add_images(imageset_id: int, items: list[dict], *, caller: Caller) -> int:
+    """Add existing images, named by id or filepath; all or nothing. Returns how many were new to the set.
+    An uploader adds only images finished in or added to a set its key is bound to (sharing its own images
+    between its sets); any other image is answered as absent, so the answer tells it nothing about the catalogue."""
     get(imageset_id)
-    resolved = images.resolve_refs(items)
+    resolved = images.resolve_refs(items, within_sets=None if caller.has(*MANAGERS) else caller.imageset_ids)
     result = db.session.execute(pg_insert(ImageSetMember).values(
         [{"imageset_id": imageset_id, "image_id": image_id} for image_id in resolved]).on_conflict_do_nothing())
     return result.rowcount

@@ -5,7 +5,7 @@ import base64
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import select, true
 
 from app.errors import DomainError, NotFound
 from app.extensions import db
@@ -88,14 +88,18 @@ def read_url(image: Image) -> SignedUrl:
                                         content_type=MIME_TYPES.get(image.filetype or "", "application/octet-stream"))
 
 
-def resolve_refs(items: list[dict]) -> list[int]:
-    """[{id} | {filepath}] -> image ids (first occurrence order, no repeats); 404 naming the first unknown item."""
+def resolve_refs(items: list[dict], *, within_sets: frozenset[int] | None = None) -> list[int]:
+    """[{id} | {filepath}] -> image ids (first occurrence order, no repeats); 404 naming the first unknown item.
+    With `within_sets`, only images finished in or added to those sets are known: one outside them is answered as one that does not
+    exist, so a caller limited to its sets cannot learn what else the catalogue holds."""
     ids = [item["id"] for item in items if "id" in item]
     paths = [item["filepath"] for item in items if "id" not in item]
     paths += [_inside_container(p) for p in paths]
-    found_ids = set(db.session.scalars(select(Image.id).where(Image.id.in_(ids)))) if ids else set()
+    visible = true() if within_sets is None else (Image.imageset_id.in_(within_sets) | Image.id.in_(
+        select(ImageSetMember.image_id).where(ImageSetMember.imageset_id.in_(within_sets))))
+    found_ids = set(db.session.scalars(select(Image.id).where(Image.id.in_(ids), visible))) if ids else set()
     by_path = dict(db.session.execute(select(Image.blobstorage_path, Image.id).where(
-        Image.blobstorage_path.in_(paths))).all()) if paths else {}
+        Image.blobstorage_path.in_(paths), visible)).all()) if paths else {}
     resolved = []
     for index, item in enumerate(items):
         if "id" in item:
