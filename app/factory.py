@@ -53,8 +53,9 @@ def create_app(settings: Settings | None = None, *, validate_responses: bool = F
     flask_app = connexion_app.app
     flask_app.config.update(
         SQLALCHEMY_DATABASE_URI=sqlalchemy_url(settings.db_connection_string),
+        # hide_parameters: a database error's text (logged) names the statement, never the request's values
         SQLALCHEMY_ENGINE_OPTIONS={"pool_pre_ping": True, "pool_size": 10, "max_overflow": 20,
-                                   "pool_timeout": settings.db_timeout_seconds,
+                                   "hide_parameters": True, "pool_timeout": settings.db_timeout_seconds,
                                    "connect_args": {"connect_timeout": max(1, round(settings.db_timeout_seconds)),
                                                     "application_name": "label-store"}},
     )
@@ -74,7 +75,8 @@ def create_app(settings: Settings | None = None, *, validate_responses: bool = F
         logs.request_id_var.set(request.headers.get("X-Request-ID", "-"))
 
     connexion_app.add_middleware(RequestContextMiddleware, position=MiddlewarePosition.BEFORE_EXCEPTION, state=state,
-                                 allowed_methods=AllowedMethods({"": load_spec("info.yaml"), "/api/v1": load_spec("api.yaml")}))
+                                 allowed_methods=AllowedMethods({"": load_spec("info.yaml"),
+                                                                 "/api/v1": load_spec("api.yaml")}))
     if settings.cors_origins:  # inside the request context: preflights get a request id and are counted
         connexion_app.add_middleware(ListedOriginsCORS, position=MiddlewarePosition.BEFORE_EXCEPTION, origins=settings.cors_origins)
     # Inside the two above: a refused request still has its request id, its metrics and its CORS headers.

@@ -5,6 +5,7 @@ import hashlib
 import json
 
 import httpx
+import pytest
 
 from tests.helpers import assert_problem, submit, wait_for_version
 
@@ -92,3 +93,28 @@ def test_coco_export(client, admin, labelled, stored_images, start_worker):
     submit(client, admin, cid, [{"image_id": stored_images[1], "objects": []}])
     assert len(client.get(f"/api/v1/campaigns/{cid}/coco", headers=admin).json()["annotations"]) == 1
     assert len(client.get(f"/api/v1/campaigns/{cid}/coco?version=1", headers=admin).json()["annotations"]) == 3
+
+
+def test_an_unexpected_build_failure_shows_a_job_reference_not_its_internals(client, admin, labelled, monkeypatch):
+    from types import SimpleNamespace
+
+    from sqlalchemy.exc import DataError
+
+    from app.jobs.tasks import BACKOFF, build_dataset
+    from app.services import datasets
+
+    cid = labelled["campaign_id"]
+    assert client.post(f"/api/v1/campaigns/{cid}/datasets", headers=admin).status_code == 202
+
+    def broken(dataset_id, should_stop):
+        raise DataError("UPDATE datasets SET error=%(error)s", {"error": "value-from-a-request"},
+                        Exception("value too long for type character varying(500)"))
+
+    monkeypatch.setattr(datasets, "build", broken)
+    version_id = datasets.get(cid, 1).id
+    last = SimpleNamespace(job=SimpleNamespace(attempts=BACKOFF.max_attempts - 1, id=77), should_abort=lambda: False)
+    with pytest.raises(DataError):
+        build_dataset(last, dataset_id=version_id)
+    failed = client.get(f"/api/v1/campaigns/{cid}/datasets/1", headers=admin).json()
+    assert failed["status"] == "failed" and "DataError" not in failed["error"] and "UPDATE" not in failed["error"]
+    assert "job-77" in failed["error"]

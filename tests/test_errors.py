@@ -2,6 +2,7 @@
 import json
 import logging
 import re
+import uuid
 
 import pytest
 import yaml
@@ -105,3 +106,23 @@ def test_problem_schema_is_declared_in_the_spec(client):
     problem = spec["components"]["schemas"]["Problem"]
     assert set(problem["required"]) == {"type", "title", "status", "detail", "error"}
     assert json.dumps(spec).count("application/problem+json") > 5
+
+
+def test_a_database_error_is_logged_with_its_statement_but_not_the_request_values(app_context):
+    from sqlalchemy import text
+    from sqlalchemy.exc import DBAPIError
+
+    from app import logs
+    from app.extensions import db
+
+    sent = f"label-{uuid.uuid4().hex}"  # made here, so a traceback's source lines cannot show it
+    with pytest.raises(DBAPIError) as raised:
+        db.session.execute(text("SELECT CAST(:label AS text), 1 / 0"), {"label": sent})
+    db.session.rollback()
+    error = raised.value
+    record = logging.LogRecord("app.errors", logging.ERROR, __file__, 1, "unexpected error", (),
+                               (type(error), error, error.__traceback__))
+    record.request_id = "req-1"
+    line = logs.TextFormatter().format(record)
+    assert "division by zero" in line and "SELECT CAST(%(label)s AS text)" in line
+    assert sent not in line

@@ -394,3 +394,31 @@ def test_an_uploader_adds_only_its_own_sets_images_and_cannot_tell_others_from_a
             answer["detail"] = answer["error"] = answer["detail"].replace(str(name), "<ref>")
         assert answers[0] == answers[1]
     assert add({"id": theirs.id}, headers=admin).json() == {"added": 1}  # an image-admin or admin may
+
+
+def test_an_unexpected_failure_shows_a_job_reference_not_database_internals(client, admin, image_set, app_context,
+                                                                             flask_app, monkeypatch, caplog):
+    from types import SimpleNamespace
+
+    from sqlalchemy.exc import IntegrityError
+
+    from app.extensions import db
+    from app.jobs.tasks import BACKOFF, finish_image_set
+    from app.models import ImageSet
+
+    imageset_id = image_set["imageset_id"]
+    db.session.get(ImageSet, imageset_id).status = "finishing"
+    db.session.commit()
+
+    def refused(container):
+        raise IntegrityError("INSERT INTO images (md5) VALUES (%(md5)s)", {"md5": "value-from-a-request"},
+                             Exception('duplicate key value violates unique constraint "uq_images_md5"'))
+
+    monkeypatch.setattr(flask_app.extensions["label_store"].storage, "list_upload_area", refused)
+    last = SimpleNamespace(job=SimpleNamespace(attempts=BACKOFF.max_attempts - 1, id=4242), should_abort=lambda: False)
+    with pytest.raises(IntegrityError):
+        finish_image_set(last, imageset_id=imageset_id)
+    failed = client.get(f"/api/v1/image_sets/{imageset_id}", headers=admin).json()
+    assert failed["status"] == "failed"
+    assert failed["error"] == ("failed unexpectedly; the service's log has the detail under job-4242: quote it when "
+                               "reporting this")

@@ -13,6 +13,7 @@ from app.azureml import RegistrationRefused
 from app.errors import WorkInterrupted
 from app.jobs import procrastinate_app
 from app.jobs.exclusive import exclusive
+from app.logs import request_id_var
 from app.labelapi import backfill
 from app.services import datasets, finishing
 from app.state import app_state
@@ -28,7 +29,10 @@ BACKOFF = RetryStrategy(max_attempts=8, exponential_wait=2)
 def one_run(context: JobContext, kind: str, key: int, *,
             on_final_failure: Callable[[BaseException], None]) -> Iterator[None]:
     """The job's run, alone on (`kind`, `key`). A stop asked by the worker's shutdown ends it as aborted, which
-    procrastinate retries; the last failing attempt calls `on_final_failure` so the user sees why."""
+    procrastinate retries; the last failing attempt calls `on_final_failure` so the user sees why. Its log lines
+    carry `job-<id>` where a request's carry the request id, and a failure shown to users names it."""
+    job_id = getattr(context.job, "id", None)
+    token = request_id_var.set(f"job-{job_id}") if job_id is not None else None
     try:
         with exclusive(kind, key, should_stop=context.should_abort):
             yield
@@ -38,6 +42,9 @@ def one_run(context: JobContext, kind: str, key: int, *,
         if context.job.attempts + 1 >= BACKOFF.max_attempts:
             on_final_failure(exc)
         raise
+    finally:
+        if token is not None:
+            request_id_var.reset(token)
 
 
 @procrastinate_app.periodic(cron="*/5 * * * *", periodic_id="check_storage")

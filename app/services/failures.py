@@ -1,10 +1,15 @@
-"""What a user sees when background work gives up: the row's status becomes failed, with a short reason."""
+"""What a user sees when background work gives up: the row's status becomes failed, with a short reason.
+
+A reason written for users (a domain error's text, or the `detail` a caller words) is shown as it is; anything
+else (a database error, a bug) is shown only as a reference into the log, which keeps the detail: its class and
+message could name tables, constraints and the values of a request."""
 from __future__ import annotations
 
 from collections.abc import Callable
 
+from app.errors import DomainError
 from app.extensions import db
-from app.logs import redact
+from app.logs import redact, request_id_var
 from app.unit_of_work import unit_of_work
 
 
@@ -14,12 +19,21 @@ def summary(exc: BaseException) -> str:
     return redact(f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}")
 
 
+def shown_to_users(exc: BaseException) -> str:
+    """A domain error's own words; for anything else, where in the log to find what happened."""
+    if isinstance(exc, DomainError):
+        return summary(exc)
+    where = request_id_var.get()
+    return (f"failed unexpectedly; the service's log has the detail under {where}: quote it when reporting this"
+            if where != "-" else "failed unexpectedly; the service's log has the detail")
+
+
 def record_failure(model, row_id: int, exc: BaseException, *, applies: Callable[[object], bool],
                    detail: str | None = None, limit: int = 1000) -> None:
-    """Mark the row failed with `detail` (else the exception's summary), if `applies` to its current state.
+    """Mark the row failed with `detail` (else what `shown_to_users` says), if `applies` to its current state.
     Runs in a fresh unit of work: whatever the failed attempt left in the session is rolled back first."""
     db.session.rollback()
     with unit_of_work():
         row = db.session.get(model, row_id)
         if row is not None and applies(row):
-            row.status, row.error = "failed", redact(detail or summary(exc))[:limit]
+            row.status, row.error = "failed", redact(detail or shown_to_users(exc))[:limit]

@@ -90,8 +90,8 @@ def read_url(image: Image) -> SignedUrl:
 
 def resolve_refs(items: list[dict], *, within_sets: frozenset[int] | None = None) -> list[int]:
     """[{id} | {filepath}] -> image ids (first occurrence order, no repeats); 404 naming the first unknown item.
-    With `within_sets`, only images finished in or added to those sets are known: one outside them is answered as one that does not
-    exist, so a caller limited to its sets cannot learn what else the catalogue holds."""
+    With `within_sets`, only images finished in or added to those sets are known: one outside them is answered
+    as one that does not exist, so a caller limited to its sets cannot learn what else the catalogue holds."""
     ids = [item["id"] for item in items if "id" in item]
     paths = [item["filepath"] for item in items if "id" not in item]
     paths += [_inside_container(p) for p in paths]
