@@ -76,6 +76,43 @@ def test_a_labeler_with_a_key_gets_no_new_one(client, admin, make_campaign):
     assert client.get("/api/v1/me", headers=pair(rotated)).status_code == 200  # how an admin issues a fresh one
 
 
+@pytest.mark.parametrize("holder_roles, holder", [(("admin",), "email"), (("image-admin",), "email"),
+                                                  (("reader", "labeler"), "email"), (("uploader",), "device")])
+def test_a_campaign_key_is_never_made_in_the_name_of_someone_with_other_roles(client, admin, make_key, image_set,
+                                                                            holder_roles, holder):
+    # An image-admin naming an admin as labeler got a labeler key in the admin's name: labels then showed the
+    # admin as their author, submitted by whoever created the campaign.
+    name = "Boss@Example.org" if holder == "email" else "boss@example.org"
+    make_key(*holder_roles, **({"email": name.lower()} if holder == "email" else {"device": name, "email": None}),
+             imageset_ids=[image_set["imageset_id"]] if "uploader" in holder_roles else None)
+    image_admin = make_key("image-admin")
+    refused = client.post("/api/v1/campaigns", json={"title": "impostor", "labeler_email": name},
+                          headers=image_admin)
+    assert assert_problem(refused, 409)["field"] == "labeler_email"
+    assert client.get("/api/v1/campaigns", headers=admin).json()["campaigns"] == []
+    held = client.get("/api/v1/keys", headers=admin).json()["keys"]
+    assert [k["roles"] for k in held if k["owner"]["name"] == name.lower()] == [sorted(holder_roles)]
+
+
+def test_revisions_name_the_key_and_who_minted_it(client, admin, make_key, stored_images):
+    image_admin = make_key("image-admin", email="curator@example.org")
+    created = client.post("/api/v1/campaigns", json={"title": "partner run", "labeler_email": "partner@example.org"},
+                          headers=image_admin).json()
+    cid, token = created["campaign_id"], created["access_token"]
+    client.post(f"/api/v1/campaigns/{cid}/images", json=[{"id": stored_images[0]}], headers=image_admin)
+    client.put(f"/api/v1/campaigns/{cid}", json={"new_status": "active"}, headers=image_admin)
+    submit(client, pair(token), cid, [{"image_id": stored_images[0], "objects": []}])
+
+    [revision] = client.get(f"/api/v1/campaigns/{cid}/images/{stored_images[0]}/revisions",
+                            headers=admin).json()["revisions"]
+    assert (revision["submitted_by"], revision["key_id"], revision["key_created_by"]) == (
+        "partner@example.org", token["apikey"], "curator@example.org")
+    assert client.get(f"/api/v1/keys/{token['apikey']}", headers=admin).json()["created_by"] == "curator@example.org"
+    minted = client.post("/api/v1/keys", json={"roles": ["reader"], "email": "r@example.org"}, headers=admin).json()
+    assert minted["created_by"] == client.get("/api/v1/me", headers=admin).json()["owner"]["name"]
+    assert client.get("/api/v1/me", headers=pair(minted)).status_code == 200
+
+
 @pytest.mark.parametrize("path, to, allowed", [
     (["created"], "completed", False), (["created"], "finished", False), (["created"], "active", True),
     (["created", "active"], "finished", False), (["created", "active"], "completed", True),

@@ -78,9 +78,9 @@ def submit_objects(campaign_id, body):
 def revisions(campaign_id, image_id):
     return {"revisions": [
         {"revision": r.revision, "current": current, "submitted_by": r.submitted_by, "key_id": r.key_id,
-         "request_id": r.request_id, "date_submitted": r.date_submitted.isoformat(),
+         "key_created_by": minted_by, "request_id": r.request_id, "date_submitted": r.date_submitted.isoformat(),
          "objects": [object_out(o) for o in objects]}
-        for r, objects, current in campaign_service.revisions(campaign_id, image_id)]}
+        for r, objects, current, minted_by in campaign_service.revisions(campaign_id, image_id)]}
 
 
 def image_objects(image_id, campaigns=None):

@@ -21,6 +21,7 @@ def key_out(key, secret: str | None = None) -> dict:
         "imageset_ids": key.imageset_ids,
         "campaign_ids": key.campaign_ids,
         "description": key.description,
+        "created_by": key.created_by.name if key.created_by else None,
         "date_created": key.date_created.isoformat(),
         "expires_at": iso(key.expires_at),
         "last_used_at": iso(key.last_used_at),
@@ -46,7 +47,8 @@ def list_keys(page=1, per_page=50, include_revoked=False):
 def create_key(body):
     key, secret = keys.create_key(roles=body["roles"], email=body.get("email"), device=body.get("device"),
                                   expires_at=parse_datetime(body.get("expires_at")), description=body.get("description"),
-                                  imageset_ids=body.get("imageset_ids"), campaign_ids=body.get("campaign_ids"))
+                                  imageset_ids=body.get("imageset_ids"), campaign_ids=body.get("campaign_ids"),
+                                  created_by=current_caller().principal_id)
     return key_out(key, secret), 201
 
 

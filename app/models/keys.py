@@ -36,6 +36,8 @@ class ApiKey(db.Model):
     previous_secret_hash: Mapped[bytes | None] = mapped_column(LargeBinary(32))
     previous_secret_valid_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     principal_id: Mapped[int] = mapped_column(ForeignKey("principals.id", ondelete="CASCADE"), index=True)
+    # Who minted it (an admin through the keys API, an image-admin creating a campaign); null: the service itself
+    created_by_id: Mapped[int | None] = mapped_column(ForeignKey("principals.id", ondelete="SET NULL"))
     roles: Mapped[list[str]] = mapped_column(ARRAY(Text))
     description: Mapped[str | None] = mapped_column(Text)
     date_created: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
@@ -43,7 +45,8 @@ class ApiKey(db.Model):
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
-    principal: Mapped[Principal] = relationship(lazy="joined", innerjoin=True)
+    principal: Mapped[Principal] = relationship(foreign_keys=[principal_id], lazy="joined", innerjoin=True)
+    created_by: Mapped[Principal | None] = relationship(foreign_keys=[created_by_id], lazy="joined")
     imageset_links: Mapped[list["ApiKeyImageSet"]] = relationship(lazy="selectin", cascade="all, delete-orphan")  # noqa: F821
 
     campaign_links: Mapped[list["ApiKeyCampaign"]] = relationship(lazy="selectin", cascade="all, delete-orphan")  # noqa: F821

@@ -17,7 +17,8 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from app.auth.policy import Caller
 from app.errors import Conflict, NotFound, Unprocessable
 from app.extensions import db
-from app.models import ApiKey, ApiKeyCampaign, Campaign, CampaignImage, Image, LabelObject, LabelRevision
+from app.models import (ApiKey, ApiKeyCampaign, Campaign, CampaignImage, Image, LabelObject, LabelRevision,
+                        Principal)
 from app.services import datasets, images, keys
 from app.services.lookup import add_titled, get_or_404
 from app.services.pagination import Page, paginate
@@ -43,7 +44,12 @@ def create(*, title: str, labeler_email: str, metadata: dict | None, label_trans
         if unknown:
             raise Unprocessable(f"label_translations maps to {unknown[0]!r}, which is not in labels",
                                 field="label_translations")
-    labeler = keys.principal_for(email=labeler_email)
+    labeler = keys.principal_for(email=labeler_email, field="labeler_email")
+    if keys.holds_other_roles(labeler, "labeler"):
+        # Its labels would carry the name of someone the service knows in another capacity (an admin's,
+        # an image-admin's), under a key whose secret goes to whoever creates the campaign.
+        raise Conflict(f"{labeler.name!r} holds keys with roles other than labeler: a campaign's labeler key "
+                       "cannot be made in its name; give an email used only for labelling", field="labeler_email")
     campaign = Campaign(title=title, status="created", meta_data=metadata, label_translations=label_translations,
                         labels=labels, labeler=labeler, created_by_id=created_by.principal_id, progress_total=0,
                         progress_done=0)
@@ -56,7 +62,8 @@ def create(*, title: str, labeler_email: str, metadata: dict | None, label_trans
         token = AccessToken(existing.key_id, None)
     else:
         key, secret = keys.create_key(roles=["labeler"], email=labeler_email, campaign_ids=[campaign.id],
-                                      description=f"labeler of campaign {campaign.id}")
+                                      description=f"labeler of campaign {campaign.id}",
+                                      created_by=created_by.principal_id)
         token = AccessToken(key.key_id, secret)
     db.session.flush()
     logger.info("campaign created", extra={"campaign_id": campaign.id, "new_key": token.apisecret is not None})
@@ -272,7 +279,9 @@ def image_objects(image_id: int, campaign_ids: list[int] | None, caller: Caller)
     return chosen, current_objects(chosen, [image_id])[image_id]
 
 
-def revisions(campaign_id: int, image_id: int) -> list[tuple[LabelRevision, list[LabelObject], bool]]:
+def revisions(campaign_id: int, image_id: int) -> list[tuple[LabelRevision, list[LabelObject], bool, str | None]]:
+    """Each revision, newest first: its objects, whether it is current, and who minted the key that submitted
+    it (None: the service itself, or the key is gone)."""
     get(campaign_id)
     current = db.session.scalar(select(CampaignImage.current_revision_id).where(
         CampaignImage.campaign_id == campaign_id, CampaignImage.image_id == image_id))
@@ -287,4 +296,7 @@ def revisions(campaign_id: int, image_id: int) -> list[tuple[LabelRevision, list
     by_revision: dict[int, list[LabelObject]] = {r.id: [] for r in found}
     for obj in objects:
         by_revision[obj.revision_id].append(obj)
-    return [(r, by_revision[r.id], r.id == current) for r in found]
+    minted_by = dict(db.session.execute(
+        select(ApiKey.key_id, Principal.name).join(Principal, Principal.id == ApiKey.created_by_id)
+        .where(ApiKey.key_id.in_({r.key_id for r in found}))).all()) if found else {}
+    return [(r, by_revision[r.id], r.id == current, minted_by.get(r.key_id)) for r in found]

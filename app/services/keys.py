@@ -20,8 +20,9 @@ def _pepper() -> str:
     return app_state().settings.api_key_pepper.get_secret_value()
 
 
-def principal_for(*, email: str | None = None, device: str | None = None) -> Principal:
-    """Find or create the user (by email, case-insensitive) or device (by name)."""
+def principal_for(*, email: str | None = None, device: str | None = None, field: str | None = None) -> Principal:
+    """Find or create the user (by email, case-insensitive) or device (by name); `field` names the request
+    field in a refusal (default: `email` or `device`)."""
     if bool(email) == bool(device):
         raise Unprocessable("give exactly one of `email` (a user) or `device` (a device name)",
                             field="email" if email else "device")
@@ -32,8 +33,15 @@ def principal_for(*, email: str | None = None, device: str | None = None) -> Pri
         db.session.add(principal)
         db.session.flush()
     elif principal.kind != kind:
-        raise Conflict(f"{name!r} is already registered as a {principal.kind}", field="email" if email else "device")
+        raise Conflict(f"{name!r} is already registered as a {principal.kind}",
+                       field=field or ("email" if email else "device"))
     return principal
+
+
+def holds_other_roles(principal: Principal, role: str) -> bool:
+    """Whether the principal holds, or ever held, a key with a role beyond `role`."""
+    return db.session.scalar(select(ApiKey.id).where(
+        ApiKey.principal_id == principal.id, ~ApiKey.roles.contained_by([role])).limit(1)) is not None
 
 
 def _imageset_links(roles: list[str], imageset_ids: list[int] | None) -> list[ApiKeyImageSet]:
@@ -62,8 +70,10 @@ def _existing(model, ids: list[int] | None, noun: str, field: str) -> list[int]:
 def create_key(*, roles: list[str], email: str | None = None, device: str | None = None,
                expires_at: datetime | None = None, description: str | None = None,
                imageset_ids: list[int] | None = None, campaign_ids: list[int] | None = None,
-               key_id: str | None = None, secret: str | None = None) -> tuple[ApiKey, str]:
-    """A new key pair; the secret is returned here and never stored."""
+               key_id: str | None = None, secret: str | None = None,
+               created_by: int | None = None) -> tuple[ApiKey, str]:
+    """A new key pair; the secret is returned here and never stored. `created_by`: the principal minting it
+    (None: the service itself)."""
     if expires_at is not None and expires_at <= datetime.now(timezone.utc):
         raise Unprocessable("expires_at must be in the future", field="expires_at")
     links = _imageset_links(roles, imageset_ids)
@@ -72,10 +82,10 @@ def create_key(*, roles: list[str], email: str | None = None, device: str | None
     secret = secret or new_secret()
     key = ApiKey(key_id=key_id or new_key_id(), secret_hash=hash_secret(secret, _pepper()), principal=principal,
                  roles=sorted(set(roles)), expires_at=expires_at, description=description, imageset_links=links,
-                 campaign_links=campaign_links)
+                 campaign_links=campaign_links, created_by_id=created_by)
     db.session.add(key)
     db.session.flush()
-    logger.info("api key created", extra={"key_id": key.key_id, "roles": key.roles})
+    logger.info("api key created", extra={"key_id": key.key_id, "roles": key.roles, "created_by_id": created_by})
     return key, secret
 
 
