@@ -16,6 +16,7 @@ BIG = 2 ** 63
     ("date_taken_from=garbage", "date_taken_from"),
     ("date_taken_to=2030-13-45T00:00:00Z", "date_taken_to"),
     ("date_taken_from=2024-01-01T00:00:00%2B25:00", "date_taken_from"),  # an offset beyond a day
+    ("date_taken_from=0938-06-13T05:34:07%2B22:27", "date_taken_from"),  # the fuzzer's: PostgreSQL stops at 15:59
     ("date_taken_from=9999-12-31T23:00:00-23:59", "date_taken_from"),  # past year 9999 in UTC
     (f"page={BIG}", "page"),
     (f"page={BIG // 50}", "page"),  # page * per_page past 64 bits

@@ -1,5 +1,6 @@
 """Schemathesis over every operation of the API, served as in production (uvicorn, its own process, the
-protocol that caps headers): with an admin key and with a labeler key bound to a campaign, data that fits
+protocol that caps headers): with an admin key and with a labeler key bound to a campaign (the open service
+endpoints of info.yaml without a key), data that fits
 the spec and data that does not. Checks: no server error, every status and body as the spec declares, data
 outside the spec refused, and the API's memory bounded. About a minute; FUZZ_SECONDS=600 for a longer run.
 
@@ -16,6 +17,7 @@ import psutil
 import pytest
 
 from app.embedded.ports import free_port, wait_for_port
+from app.factory import load_spec
 from tests.helpers import env_for, pair
 
 FUZZ_SECONDS = float(os.environ.get("FUZZ_SECONDS", "60"))
@@ -50,7 +52,7 @@ class Peak(threading.Thread):
             time.sleep(0.05)
 
 
-def test_fuzz_every_operation(api_process, admin, make_campaign, stored_images):
+def test_fuzz_every_operation(api_process, start_worker, admin, make_campaign, stored_images):
     import schemathesis
     from hypothesis import HealthCheck, Phase, given, settings
     from hypothesis.errors import Unsatisfiable
@@ -60,25 +62,28 @@ def test_fuzz_every_operation(api_process, admin, make_campaign, stored_images):
                                      status_code_conformance)
 
     server, base = api_process
+    start_worker()  # /info/status is 200 only with a live worker; jobs the fuzzer asks for run too
     campaign = make_campaign(stored_images[:3])
     labeler = pair(campaign["access_token"])
     ids = {"campaign_id": campaign["campaign_id"], "image_id": stored_images[0]}
-    schema = schemathesis.openapi.from_url(f"{base}/api/v1/openapi.json")
-    operations = [result.ok() for result in schema.get_all_operations()]
-    operations = [op for op in operations if f"{op.method.upper()} {op.path}" not in EXCLUDED]
-    assert len(operations) == len(spec_operations()) - len(EXCLUDED)  # every operation the spec declares
+    api = [result.ok() for result in schemathesis.openapi.from_url(f"{base}/api/v1/openapi.json").get_all_operations()]
+    info = [result.ok() for result in schemathesis.openapi.from_dict(load_spec("info.yaml")).get_all_operations()]
+    operations = [op for op in api + info if f"{op.method.upper()} {op.path}" not in EXCLUDED]
+    assert len(operations) == len(spec_operations()) - len(EXCLUDED)  # every operation the specs declare
 
     checks = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance,
               response_headers_conformance]
-    runs = [(who, headers, mode) for who, headers in (("admin", admin), ("labeler", labeler))
-            for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE)]
+    modes = (GenerationMode.POSITIVE, GenerationMode.NEGATIVE)
+    api_runs = [(who, headers, mode) for who, headers in (("admin", admin), ("labeler", labeler)) for mode in modes]
+    info_runs = [("anyone", {}, mode) for mode in modes]  # the service endpoints take no key
+    runs = [(op, run) for op in operations for run in (api_runs if op in api else info_runs)]
     httpx.get(f"{base}/api/v1/me", headers=admin)  # warm
     peak = Peak(server.pid)
     baseline = peak.process.memory_info().rss
     peak.start()
     started, counts, failures = time.monotonic(), {}, []
-    total = len(operations) * len(runs)
-    for n, (operation, (who, headers, mode)) in enumerate((op, run) for op in operations for run in runs):
+    total = len(runs)
+    for n, (operation, (who, headers, mode)) in enumerate(runs):
         left = max(0.0, FUZZ_SECONDS - (time.monotonic() - started))
         budget = left / (total - n)  # seconds for this operation, key and mode
         # Fitting data reaches real rows (the labeler's campaign and image); data that does not fit mutates
@@ -100,7 +105,8 @@ def test_fuzz_every_operation(api_process, admin, make_campaign, stored_images):
             if ran[0] >= MIN_EXAMPLES and time.monotonic() > deadline:
                 raise _OutOfTime
             ran[0] += 1
-            answered.append((case, case.call(base_url=f"{base}/api/v1", headers=headers, timeout=30)))
+            answered.append((case, case.call(base_url=f"{base}/api/v1" if who != "anyone" else base, headers=headers,
+                                             timeout=30)))
 
         answered = []
         try:
@@ -129,10 +135,8 @@ def test_fuzz_every_operation(api_process, admin, make_campaign, stored_images):
 
 
 def spec_operations() -> list[str]:
-    from app.factory import load_spec
-
-    return [f"{method.upper()} {path}" for path, item in load_spec("api.yaml")["paths"].items()
-            for method in item if method != "parameters"]
+    return [f"{method.upper()} {path}" for name in ("api.yaml", "info.yaml")
+            for path, item in load_spec(name)["paths"].items() for method in item if method != "parameters"]
 
 
 def _has_inputs(operation) -> bool:

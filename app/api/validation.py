@@ -15,7 +15,7 @@ import json
 import math
 import re
 import threading
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import fastjsonschema
 from connexion.exceptions import BadRequestProblem
@@ -29,6 +29,7 @@ FAST_PATH_MIN_ITEMS = 50  # jsonschema takes ~0.7 s on 10,000 objects; the compi
 MAX_DEPTH = 32  # nesting of arrays and objects in a body (free-form metadata included)
 EXCERPT_CHARS = 60
 INT64 = 2 ** 63
+MAX_OFFSET = timedelta(hours=16)  # PostgreSQL refuses a UTC offset of 16 hours or more
 
 # RFC 3339 date-time; the offset may be left out (then UTC), as LabelAPI's clients do.
 _DATE_TIME = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,6})?([Zz]|[+-]\d{2}:\d{2})?")
@@ -40,14 +41,16 @@ for _name, _check in Draft4Validator.FORMAT_CHECKER.checkers.items():
 
 @FORMAT_CHECKER.checks("date-time", raises=(ValueError, OverflowError))
 def is_date_time(value) -> bool:
-    """An RFC 3339 date-time that exists (no month 13, no offset of a day or more) and stays within years
-    1-9999 in UTC, so that it can be stored and read back."""
+    """An RFC 3339 date-time that exists (no month 13), with an offset PostgreSQL takes (under 16 hours; real
+    zones span -12:00 to +14:00), within years 1-9999 in UTC: what can be stored, compared and read back."""
     if not isinstance(value, str):
         return True
     if not _DATE_TIME.fullmatch(value):
         return False
     parsed = datetime.fromisoformat(value.replace("z", "Z"))
     if parsed.tzinfo is not None:
+        if abs(parsed.utcoffset()) >= MAX_OFFSET:
+            return False
         parsed.astimezone(timezone.utc)  # OverflowError past year 9999
     return True
 
