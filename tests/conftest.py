@@ -95,8 +95,8 @@ def settings(settings_overrides):
 
 @pytest.fixture(scope="session")
 def cx_app(settings):
-    from app import create_app
-    from app.cli import migrate_database
+    from app.factory import create_app
+    from app.migrate import migrate_database
 
     cx = create_app(settings, validate_responses=True)
     migrate_database(cx)

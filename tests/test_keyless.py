@@ -207,7 +207,7 @@ def test_a_dropbox_gives_up_at_its_timeout_when_storage_hangs(silent_server, cre
 def keyless_app(settings_overrides, cx_app, oauth_azurite, credential, clock, ca_bundle):
     """The app on the test database with AZURE_STORAGE_ACCOUNT_URL set (no connection string), handed the
     test's credential, clock and CA bundle."""
-    from app import create_app
+    from app.factory import create_app
 
     settings = load(**{**settings_overrides, "azure_storage_connection_string": None,
                        "azure_storage_account_url": oauth_azurite.account_url})
@@ -261,7 +261,7 @@ def test_a_wrong_client_secret_makes_status_red_without_leaking_it(settings_over
                                                                     ca_bundle):
     from azure.identity import ClientSecretCredential
 
-    from app import create_app
+    from app.factory import create_app
 
     wrong = ClientSecretCredential(TENANT, CLIENT_ID, "not-the-secret", authority=entra.base_url,
                                    disable_instance_discovery=True, connection_verify=ca_bundle)

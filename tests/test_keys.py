@@ -200,7 +200,7 @@ def test_first_requests_while_the_database_is_down_do_not_break_later_ones(pg_se
 
     import uvicorn
 
-    from app import create_app
+    from app.factory import create_app
     from app.embedded.ports import free_port, wait_for_port
     from app.extensions import db
     from app.settings import load

@@ -16,7 +16,7 @@ def tables(url: str) -> set[str]:
 
 
 def test_upgrade_downgrade_upgrade_on_an_empty_database(empty_database, settings_overrides):
-    from app import create_app
+    from app.factory import create_app
 
     cx = create_app(load(**{**settings_overrides, "db_connection_string": empty_database}))
     with cx.app.app_context():

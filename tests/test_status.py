@@ -37,7 +37,7 @@ def test_red_without_a_worker(client):
 @pytest.fixture
 def app_with_storage(settings_overrides, cx_app):
     """Build a second app on the same database whose blob storage is given by the test."""
-    from app import create_app
+    from app.factory import create_app
 
     def build(storage_connection_string: str, create_container: bool = True):
         settings = load(**{**settings_overrides, "azure_storage_connection_string": storage_connection_string})
@@ -75,7 +75,7 @@ def test_a_hung_probe_is_never_started_twice(settings_overrides, cx_app, monkeyp
     the healthy checks stay healthy, and the hung probe holds one thread, not one per request."""
     import threading
 
-    from app import create_app
+    from app.factory import create_app
     from app.services import health
 
     app = create_app(load(**{**settings_overrides, "status_check_timeout_seconds": 0.3})).app
