@@ -31,7 +31,7 @@ from app.errors import WorkInterrupted, database_unavailable
 from app.extensions import db
 from app.models import FinishReport, Image, ImageSet, ImageSetMember
 from app.services import image_sets
-from app.services.failures import record_failure, summary
+from app.services.failures import record_failure, shown_to_users, summary
 from app.services.image_facts import LARGE_HEAD_BYTES, MIME_TYPES, TAIL_BYTES, Facts, Rejected, read_facts
 from app.state import app_state
 from app.storage import BlobInfo
@@ -191,7 +191,8 @@ def _record_alone(imageset_id: int, outcome: Outcome) -> None:
         if database_unavailable(exc):
             raise
         outcome.facts, outcome.duplicate, outcome.image_id = None, False, None
-        outcome.reason = f"could not be catalogued: {summary(exc)[:200]}"
+        logger.warning("a file could not be catalogued", extra={"name": outcome.blob.name, "reason": summary(exc)})
+        outcome.reason = f"could not be catalogued: {shown_to_users(exc)}"  # the database's words stay in the log
         with unit_of_work():
             _record(imageset_id, [outcome])
 
