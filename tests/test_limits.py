@@ -75,14 +75,18 @@ def closed_by_server(sock: socket.socket) -> bool:
 def test_an_endless_header_is_refused_while_it_arrives(limited_server):
     """httptools alone buffers a header of any size (a 120 MB one was read whole): the protocol stops at
     HEAD_CEILING bytes, whatever the header will grow to."""
-    with socket.create_connection(("127.0.0.1", limited_server)) as sock:
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 65536)  # our side buffers little
+        sock.connect(("127.0.0.1", limited_server))
         sock.sendall(b"GET /info/version HTTP/1.1\r\nHost: x\r\nX-Huge: ")
         sent = 0
         with pytest.raises(OSError):  # the server answers and hangs up long before 100 MB
             while sent < 100 * 1024 * 1024:
                 sock.sendall(b"a" * 65536)
                 sent += 65536
-        assert sent < 4 * 1024 * 1024
+        # What the kernel's receive buffer takes in before a loaded server gets to read (up to tcp_rmem's
+        # 6 MB) is the only slack: nothing near the 100 MB an uncapped parser reads whole.
+        assert sent < 16 * 1024 * 1024
     for whole in (False, True):  # still arriving, or complete in one read
         with socket.create_connection(("127.0.0.1", limited_server)) as sock:
             sock.sendall(b"GET /info/version HTTP/1.1\r\nHost: x\r\nX-Huge: " + b"a" * (HEAD_CEILING + 10)

@@ -7,6 +7,7 @@ operation as one unit of work (app.unit_of_work): the request's edge is where it
 from __future__ import annotations
 
 import functools
+import math
 
 from connexion.resolver import Resolver
 from connexion.utils import get_function_from_name
@@ -14,6 +15,11 @@ from connexion.utils import get_function_from_name
 from app.unit_of_work import unit_of_work
 
 JSON = {"Content-Type": "application/json"}
+
+
+def finite(value: float | None) -> float | None:
+    """A number as JSON can carry it: NaN and infinities (a strict parser refuses the whole page) become null."""
+    return value if value is not None and math.isfinite(value) else None
 
 
 def iso(value) -> str | None:

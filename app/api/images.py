@@ -1,4 +1,4 @@
-from app.api import iso
+from app.api import finite, iso
 from app.api.keys import parse_datetime
 from app.services import images
 
@@ -9,7 +9,7 @@ def image_out(image) -> dict:
         "blobstorage_path": image.blobstorage_path,
         "imageset": {"imageset_id": image.imageset.id, "title": image.imageset.title} if image.imageset else None,
         "date_taken": iso(image.date_taken),
-        "location_taken": {"description": image.location_description, "lat": image.lat, "lon": image.lon},
+        "location_taken": {"description": image.location_description, "lat": finite(image.lat), "lon": finite(image.lon)},
         "type": image.type,
         "metadata": image.meta_data,
         "tss_id": image.tss_id,

@@ -242,7 +242,9 @@ def _steps(container: str, folder: str) -> list[tuple[str, str | None, str | Non
                                 width, height, date_taken, location_description, lat, lon, date_added)
             SELECT i.id, i.imageset_id, {relative % 'i.blobstorage_path'}, NULL, left(i.type, 64), i.metadata,
                    left(i.tss_id, 64), left(lower(i.filetype), 16), i.filesize, i.width, i.height,
-                   {utc.format('i.date_taken')}, i.location_description, i.lat, i.lon, {utc.format('i.date_added')}
+                   {utc.format('i.date_taken')}, i.location_description,
+                   CASE WHEN i.lat BETWEEN -90 AND 90 THEN i.lat END,  -- NaN and nonsense arrive as unknown
+                   CASE WHEN i.lon BETWEEN -180 AND 180 THEN i.lon END, {utc.format('i.date_added')}
             FROM la_image i
             ON CONFLICT DO NOTHING""",
          "SELECT count(*) FROM la_image",
