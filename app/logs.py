@@ -226,12 +226,29 @@ def _retry_at(job: dict, error: BaseException | None) -> str | None:
 FORMATS = {"text": TextFormatter, "json": JsonFormatter}
 
 
+class _StdoutHandler(logging.StreamHandler):
+    """Writes to whatever sys.stdout is when a line is written, not the one it found when configured (a test
+    runner swaps stdout per test; a background thread logging later must not write to a closed stream)."""
+
+    def __init__(self):
+        super().__init__()
+        self._chosen = None  # a stream handed in with setStream (tests), else the current sys.stdout
+
+    @property
+    def stream(self):
+        return self._chosen if self._chosen is not None else sys.stdout
+
+    @stream.setter
+    def stream(self, value) -> None:
+        self._chosen = None if value in (sys.stdout, sys.stderr, sys.__stdout__) else value
+
+
 def configure(level: str = "INFO", fmt: str = "text") -> None:
     root = logging.getLogger()
     for handler in list(root.handlers):
         if getattr(handler, "_label_store", False):
             root.removeHandler(handler)
-    handler = logging.StreamHandler(sys.stdout)
+    handler = _StdoutHandler()
     handler._label_store = True
     handler.addFilter(_ContextFilter())
     handler.addFilter(JobFailureFilter())
