@@ -25,8 +25,8 @@ CHILD = """
 import sys, time
 from app.factory import create_app
 from app.services import datasets
-cx = create_app()
-with cx.app.app_context():
+connexion_app = create_app()
+with connexion_app.app.app_context():
     started = time.perf_counter()
     datasets.build(int(sys.argv[1]))
     elapsed = time.perf_counter() - started

@@ -35,14 +35,14 @@ def child(overrides: dict, imageset_id: int | None) -> dict:
     from app.factory import create_app
     from app.settings import load
 
-    cx = create_app(load(**overrides))
+    connexion_app = create_app(load(**overrides))
     # The SDK's HTTP pool (10) is smaller than finish_concurrency (16): one warning per discarded connection.
     logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
     outcome = {}
     if imageset_id is not None:
         from app.services import finishing, image_sets
 
-        with cx.app.app_context():
+        with connexion_app.app.app_context():
             started = time.perf_counter()
             finishing.finish(imageset_id)
             outcome["seconds"] = time.perf_counter() - started
@@ -95,14 +95,14 @@ def main() -> None:
                          "api_key_pepper": "bench-pepper-0123456789", "log_level": "WARNING"}
             from app.settings import load
 
-            cx = create_app(load(**overrides))
-            migrate_database(cx)
-            with cx.app.app_context():
+            connexion_app = create_app(load(**overrides))
+            migrate_database(connexion_app)
+            with connexion_app.app.app_context():
                 key, _ = create_key(roles=["admin"], email="bench@example.org")
                 caller = Caller(id=key.id, key_id=key.key_id, principal_id=key.principal_id, owner_kind="user",
                                 owner_name="bench@example.org", roles=frozenset({"admin"}))
                 image_set, _ = image_sets.create(title="bench memory", metadata=None, created_by=caller)
-                storage = cx.app.extensions["label_store"].storage
+                storage = connexion_app.app.extensions["label_store"].storage
                 upload(storage.upload_area_url(image_set.upload_container, timedelta(hours=1)).url, n)
                 image_set.status = "finishing"
                 db.session.commit()

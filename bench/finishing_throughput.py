@@ -102,11 +102,11 @@ def main() -> None:
             settings = load(db_connection_string=pg.create_database("bench"),
                             azure_storage_connection_string=azurite.connection_string,
                             api_key_pepper="bench-pepper-0123456789", log_level="WARNING")
-            cx = create_app(settings)
-            migrate_database(cx)
+            connexion_app = create_app(settings)
+            migrate_database(connexion_app)
             logging.getLogger("urllib3.connectionpool").addFilter(Discarded())
-            with cx.app.app_context():
-                storage = cx.app.extensions["label_store"].storage
+            with connexion_app.app.app_context():
+                storage = connexion_app.app.extensions["label_store"].storage
                 key, _ = create_key(roles=["admin"], email="bench@example.org")
                 caller = Caller(id=key.id, key_id=key.key_id, principal_id=key.principal_id, owner_kind="user",
                                 owner_name="bench@example.org", roles=frozenset({"admin"}))

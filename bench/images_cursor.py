@@ -68,11 +68,11 @@ def main() -> None:
         azurite = Azurite(Path(tmp) / "azurite").start()  # migrate_database makes sure the image container exists
         try:
             database_url = pg.create_database("bench")
-            cx = create_app(load(db_connection_string=database_url,
+            connexion_app = create_app(load(db_connection_string=database_url,
                                  azure_storage_connection_string=azurite.connection_string,
                                  api_key_pepper="bench-pepper-0123456789", log_level="WARNING"))
-            migrate_database(cx)
-            with cx.app.app_context():
+            migrate_database(connexion_app)
+            with connexion_app.app.app_context():
                 key, secret = create_key(roles=["admin"], email="bench@example.org")
                 headers = {"Authentication-Key": key.key_id, "Authentication-Secret": secret}
                 image_set = ImageSet(title="bench", blobstorage_path="imagesets/bench", upload_container="bench-up",
@@ -82,7 +82,7 @@ def main() -> None:
                 imageset_id = image_set.id
             insert_images(database_url, imageset_id, n)
 
-            client = cx.test_client()
+            client = connexion_app.test_client()
             base = f"/api/v1/images?per_page={PER_PAGE}"
             last_page = math.ceil(n / PER_PAGE)
             # Walk the cursor once to the end: the last cursor given out names the deepest page.

@@ -37,11 +37,11 @@ def main() -> None:
             from app.models import Campaign, CampaignImage, Image, Principal
             from app.services.keys import create_key
 
-            cx = create_app(load(db_connection_string=pg.create_database("bench"), log_level="WARNING",
+            connexion_app = create_app(load(db_connection_string=pg.create_database("bench"), log_level="WARNING",
                                  azure_storage_connection_string=azurite.connection_string,
                                  api_key_pepper="bench-pepper-0123456789"))
-            migrate_database(cx)
-            with cx.app.app_context():
+            migrate_database(connexion_app)
+            with connexion_app.app.app_context():
                 key, secret = create_key(roles=["admin"], email="bench@example.org")
                 rows = [Image(blobstorage_path=f"b/{i}.jpg", md5=f"{i:032x}", filetype="jpeg", filesize=1,
                               width=1000, height=800) for i in range(args.images)]
@@ -58,7 +58,7 @@ def main() -> None:
                 {"bounding_box": {"xmin": n, "xmax": n + 50, "ymin": n, "ymax": n + 40}, "label": f"l{n % 7}",
                  "confidence": 0.5} for n in range(args.per_image)]} for i in image_ids]
             objects = args.images * args.per_image
-            client = cx.test_client()
+            client = connexion_app.test_client()
 
             put_times = []
             for _ in range(args.rounds):
@@ -66,7 +66,7 @@ def main() -> None:
                 response = client.put(f"/api/v1/campaigns/{campaign_id}/objects", json=body, headers=headers)
                 put_times.append(time.perf_counter() - started)
                 assert response.status_code == 200 and response.json()["objects"] == objects, response.text
-                with cx.app.app_context():  # stay active for the next round
+                with connexion_app.app.app_context():  # stay active for the next round
                     db.session.execute(db.text("UPDATE campaigns SET status = 'active' WHERE id = :c"),
                                        {"c": campaign_id})
                     db.session.commit()

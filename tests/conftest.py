@@ -94,18 +94,18 @@ def settings(settings_overrides):
 
 
 @pytest.fixture(scope="session")
-def cx_app(settings):
+def connexion_app(settings):
     from app.factory import create_app
     from app.migrate import migrate_database
 
-    cx = create_app(settings, validate_responses=True)
-    migrate_database(cx)
-    return cx
+    connexion_app = create_app(settings, validate_responses=True)
+    migrate_database(connexion_app)
+    return connexion_app
 
 
 @pytest.fixture(scope="session")
-def flask_app(cx_app):
-    return cx_app.app
+def flask_app(connexion_app):
+    return connexion_app.app
 
 
 @pytest.fixture
@@ -115,14 +115,14 @@ def app_context(flask_app):
 
 
 @pytest.fixture
-def client(cx_app):
-    return cx_app.test_client()
+def client(connexion_app):
+    return connexion_app.test_client()
 
 
 @pytest.fixture(autouse=True)
 def _empty_tables(request):
     yield
-    if "cx_app" not in request.fixturenames:
+    if "connexion_app" not in request.fixturenames:
         return
     from app.extensions import db
 
@@ -202,7 +202,7 @@ def processes():
 
 
 @pytest.fixture
-def start_worker(processes, settings_overrides, cx_app, tmp_path_factory):
+def start_worker(processes, settings_overrides, connexion_app, tmp_path_factory):
     """start_worker(**setting_overrides) -> a `python -m app worker` process on the test database."""
 
     def start(capture_output: bool = False, **overrides) -> subprocess.Popen:
@@ -269,14 +269,14 @@ def labelled(client, admin, make_campaign, stored_images):
 
 
 @pytest.fixture
-def live_server(cx_app):
+def live_server(connexion_app):
     """The test app served by uvicorn on a free loopback port, for browsers and concurrent clients."""
     import uvicorn
 
     from app.embedded.ports import free_port, wait_for_port
 
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(cx_app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
+    server = uvicorn.Server(uvicorn.Config(connexion_app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     wait_for_port("127.0.0.1", port)

@@ -36,7 +36,7 @@ def aml_overrides(standin, settings_overrides):
 
 
 @pytest.fixture
-def aml_worker(processes, aml_overrides, cx_app):
+def aml_worker(processes, aml_overrides, connexion_app):
     def start(**extra):
         return processes.start([sys.executable, "-m", "app", "worker"], env=env_for({**aml_overrides, **extra}))
 

@@ -27,7 +27,7 @@ EXCLUDED: dict[str, str] = {}  # "METHOD /path" -> why it cannot be fuzzed
 
 
 @pytest.fixture
-def api_process(settings_overrides, processes, cx_app):
+def api_process(settings_overrides, processes, connexion_app):
     port = free_port()
     server = processes.start([sys.executable, "-m", "uvicorn", "main:app", "--port", str(port), "--http",
                               "app.limits:HeadLimitedHttpTools", "--log-level", "warning", "--no-access-log"],

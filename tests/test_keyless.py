@@ -204,17 +204,17 @@ def test_a_dropbox_gives_up_at_its_timeout_when_storage_hangs(silent_server, cre
 # --- the service, keyless end to end ------------------------------------------------------------------
 
 @pytest.fixture
-def keyless_app(settings_overrides, cx_app, oauth_azurite, credential, clock, ca_bundle):
+def keyless_app(settings_overrides, connexion_app, oauth_azurite, credential, clock, ca_bundle):
     """The app on the test database with AZURE_STORAGE_ACCOUNT_URL set (no connection string), handed the
     test's credential, clock and CA bundle."""
     from app.factory import create_app
 
     settings = load(**{**settings_overrides, "azure_storage_connection_string": None,
                        "azure_storage_account_url": oauth_azurite.account_url})
-    cx = create_app(settings, validate_responses=True,
+    connexion_app = create_app(settings, validate_responses=True,
                     storage_options={"credential": credential, "clock": clock, "connection_verify": ca_bundle})
-    cx.app.extensions["label_store"].storage.ensure_container()
-    return cx
+    connexion_app.app.extensions["label_store"].storage.ensure_container()
+    return connexion_app
 
 
 def test_image_set_lifecycle_without_account_keys(keyless_app, admin, entra, ca_bundle):
@@ -257,7 +257,7 @@ def test_image_set_lifecycle_without_account_keys(keyless_app, admin, entra, ca_
                           and t["scope"] == "https://storage.azure.com/.default" for t in tokens)
 
 
-def test_a_wrong_client_secret_makes_status_red_without_leaking_it(settings_overrides, cx_app, oauth_azurite, entra,
+def test_a_wrong_client_secret_makes_status_red_without_leaking_it(settings_overrides, connexion_app, oauth_azurite, entra,
                                                                     ca_bundle):
     from azure.identity import ClientSecretCredential
 

@@ -39,9 +39,9 @@ def test_headers_too_large_are_431_even_without_a_key(client, headers):
 
 
 @pytest.fixture
-def limited_server(cx_app):
+def limited_server(connexion_app):
     """The app under uvicorn with the protocol `make run` and gunicorn use."""
-    server, thread, port = serve(cx_app)
+    server, thread, port = serve(connexion_app)
     yield port
     server.should_exit = True
     thread.join(10)

@@ -24,6 +24,8 @@ CONNECTION = "DefaultEndpointsProtocol=https;AccountName=acct;AccountKey=LeakedK
 @pytest.fixture
 def our_handler():
     """The handler app.logs installed, writing to a buffer for the test (then back to stdout)."""
+    if not any(getattr(h, "_label_store", False) for h in logging.getLogger().handlers):
+        logs.configure()  # this worker has built no app yet (xdist hands out tests in any order)
     handler = next(h for h in logging.getLogger().handlers if getattr(h, "_label_store", False))
     stream, formatter = handler.setStream(io.StringIO()), handler.formatter
     yield handler
@@ -70,7 +72,7 @@ def test_text_format_folds_a_traceback_into_its_line(client, admin, monkeypatch,
     assert "LeakedSig" not in error[0] and "LeakedKey" not in error[0] and "sig=REDACTED" in error[0]
 
 
-def test_uvicorn_lines_carry_no_colour_codes(settings_overrides, processes, tmp_path, cx_app):
+def test_uvicorn_lines_carry_no_colour_codes(settings_overrides, processes, tmp_path, connexion_app):
     # What `make run` starts; uvicorn adds an ANSI-coloured copy of its messages to each record.
     port = free_port()
     output = tmp_path / "uvicorn.log"

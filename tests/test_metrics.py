@@ -97,7 +97,7 @@ def test_files_finished_in_the_last_minute_by_outcome(client, image_set, app_con
 
 
 def test_scrape_answers_without_the_database_metrics_when_the_database_is_down(settings_overrides, processes,
-                                                                              tmp_path, cx_app):
+                                                                              tmp_path, connexion_app):
     # An API whose database is unreachable: the scrape still answers, and says the database part is missing.
     from app.embedded.ports import wait_for_port
 
@@ -135,7 +135,7 @@ def _worker_class() -> str:
         return "uvicorn.workers.UvicornWorker"
 
 
-def test_counters_are_summed_over_gunicorn_worker_processes(tmp_path, settings_overrides, processes, cx_app):
+def test_counters_are_summed_over_gunicorn_worker_processes(tmp_path, settings_overrides, processes, connexion_app):
     metrics_dir = tmp_path / "metrics"
     metrics_dir.mkdir()
     _stale_counter(metrics_dir, 1000)

@@ -18,8 +18,8 @@ def tables(url: str) -> set[str]:
 def test_upgrade_downgrade_upgrade_on_an_empty_database(empty_database, settings_overrides):
     from app.factory import create_app
 
-    cx = create_app(load(**{**settings_overrides, "db_connection_string": empty_database}))
-    with cx.app.app_context():
+    connexion_app = create_app(load(**{**settings_overrides, "db_connection_string": empty_database}))
+    with connexion_app.app.app_context():
         upgrade()
         created = tables(empty_database)
         assert {"procrastinate_jobs", "procrastinate_workers", "api_keys", "principals"} <= created

@@ -35,16 +35,16 @@ def test_red_without_a_worker(client):
 
 
 @pytest.fixture
-def app_with_storage(settings_overrides, cx_app):
+def app_with_storage(settings_overrides, connexion_app):
     """Build a second app on the same database whose blob storage is given by the test."""
     from app.factory import create_app
 
     def build(storage_connection_string: str, create_container: bool = True):
         settings = load(**{**settings_overrides, "azure_storage_connection_string": storage_connection_string})
-        cx = create_app(settings, validate_responses=True)
+        connexion_app = create_app(settings, validate_responses=True)
         if create_container:
-            cx.app.extensions["label_store"].storage.ensure_container()
-        return cx.test_client()
+            connexion_app.app.extensions["label_store"].storage.ensure_container()
+        return connexion_app.test_client()
 
     return build
 
@@ -70,7 +70,7 @@ def test_answers_within_5s_when_storage_hangs(silent_server, app_with_storage):
     assert "no answer within" in response.json()["checks"]["blob_storage"]["message"]
 
 
-def test_a_hung_probe_is_never_started_twice(settings_overrides, cx_app, monkeypatch):
+def test_a_hung_probe_is_never_started_twice(settings_overrides, connexion_app, monkeypatch):
     """Asked again and again while a dependency hangs past every deadline, status keeps answering on time,
     the healthy checks stay healthy, and the hung probe holds one thread, not one per request."""
     import threading
