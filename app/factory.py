@@ -13,7 +13,7 @@ from connexion.middleware import MiddlewarePosition  # noqa: E402
 from connexion.options import SwaggerUIOptions  # noqa: E402
 from flask import request  # noqa: E402
 
-from app import __version__, error_reports, errors, jobs, logs, models  # noqa: E402,F401  (models: all registered)
+from app import __version__, azureml, error_reports, errors, jobs, logs, models  # noqa: E402,F401  (models: all registered)
 from app.api import resolver as api_resolver  # noqa: E402
 from app.api.validation import VALIDATOR_MAP  # noqa: E402
 from app.auth.authenticator import Authenticator  # noqa: E402
@@ -37,8 +37,9 @@ def sqlalchemy_url(url: str) -> str:
 
 
 def create_app(settings: Settings | None = None, *, validate_responses: bool = False,
-               storage_options: dict | None = None) -> connexion.FlaskApp:
-    """`storage_options` go to BlobStorage (a credential, a clock, a CA bundle): what a test hands in."""
+               storage_options: dict | None = None, azureml_credential=None) -> connexion.FlaskApp:
+    """What a test hands in: `storage_options` go to BlobStorage (a credential, a clock, a CA bundle);
+    `azureml_credential` replaces the one the AZURE_ML_* settings describe."""
     settings = settings or load_or_exit(need_servers=True)
     if settings.db_connection_string is None or settings.embedded_storage:
         raise RuntimeError("create_app needs DB_CONNECTION_STRING and blob storage settings; "
@@ -66,6 +67,8 @@ def create_app(settings: Settings | None = None, *, validate_responses: bool = F
     state = flask_app.extensions[EXTENSION] = State(
         settings=settings, storage=storage,
         probe_storage=storage.with_limits(timeout=settings.status_check_timeout_seconds, retries=0),
+        azureml_credential=azureml_credential or (azureml.credential_for(settings) if settings.azure_ml_configured
+                                                  else None),
     )
     jobs.init_app(flask_app)
 

@@ -20,6 +20,7 @@ class State:
     storage: BlobStorage
     probe_storage: BlobStorage  # no retries, short timeouts: for /info/status
     authenticator: Authenticator | None = None
+    azureml_credential: object = None  # an azure-identity credential, when Azure ML is configured
 
 
 def app_state(flask_app=None) -> State:

@@ -281,6 +281,7 @@ def test_azure_ml_uses_the_credential_it_is_given(settings_overrides):
     from azure.identity import ClientSecretCredential
 
     from app.azureml import probe
+    from app.factory import create_app
     from tests.azureml_standin import StandIn
 
     with StandIn() as aml:
@@ -292,8 +293,11 @@ def test_azure_ml_uses_the_credential_it_is_given(settings_overrides):
         injected = ClientSecretCredential("tenant-2", "injected-app", "injected-secret", authority=aml.base_url,
                                           disable_instance_discovery=True, connection_verify=aml.ca_bundle)
         assert probe(settings, credential=injected) == "reachable, workspace 'ws'"
+        # The app hands it on too: its status probe (and the dataset build) use the credential it was given.
+        status = create_app(settings, azureml_credential=injected).test_client().get("/info/status").json()
+        assert status["checks"]["azure_ml"] == {"ok": True, "message": "reachable, workspace 'ws'", "required": True}
     token_requests = [r for r in aml.requests if r["path"].endswith("/oauth2/v2.0/token")]
-    assert [r["path"] for r in token_requests] == ["/tenant-2/oauth2/v2.0/token"]
+    assert {r["path"] for r in token_requests} == {"/tenant-2/oauth2/v2.0/token"}
     assert parse_qs(token_requests[0]["body"])["client_id"] == ["injected-app"]
 
 

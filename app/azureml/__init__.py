@@ -24,8 +24,9 @@ def datastore_uri(settings, path: str) -> str:
             f"{settings.azure_ml_datastore}/paths/{path}")
 
 
-def _credential(settings):
-    """The service principal of the AZURE_ML_SP_* settings, else DefaultAzureCredential()."""
+def credential_for(settings):
+    """The service principal of the AZURE_ML_SP_* settings, else DefaultAzureCredential(). The app builds it once
+    (app.factory), so its tokens are cached across registrations and status probes."""
     options = {}
     if settings.azure_ml_authority_host:
         options.update(authority=settings.azure_ml_authority_host, disable_instance_discovery=True)
@@ -55,7 +56,7 @@ def client(settings, credential=None):
             "aml_resource_id": url, "storage_endpoint": "core.windows.net", "registry_discovery_endpoint": url})
     if settings.azure_ml_ca_bundle:
         options["connection_verify"] = str(settings.azure_ml_ca_bundle)
-    return MLClient(credential or _credential(settings), settings.azure_ml_subscription_id,
+    return MLClient(credential or credential_for(settings), settings.azure_ml_subscription_id,
                     settings.azure_ml_resource_group, settings.azure_ml_workspace_name, **options)
 
 

@@ -141,7 +141,7 @@ def build(dataset_id: int, *, should_stop: Callable[[], bool] = lambda: False) -
                      images_folder=_images_folder(dataset), campaign_id=dataset.campaign_id, annotations_sha256=digest,
                      description=f"Labels of campaign {dataset.campaign.title!r} (id {dataset.campaign_id}), version "
                                  f"{dataset.version}: {images} images, {objects} objects")
-    labels_id, images_id = register_dataset(settings, **asset)
+    labels_id, images_id = register_dataset(settings, credential=state.azureml_credential, **asset)
     with unit_of_work():
         dataset = db.session.get(Dataset, dataset_id)
         dataset.azureml_labels_id, dataset.azureml_images_id = labels_id, images_id

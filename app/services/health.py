@@ -75,7 +75,7 @@ def _azure_ml(app) -> str:
     settings = app_state(app).settings
     if not settings.azure_ml_configured:
         return "not configured: datasets are exported to blob storage but not registered"
-    return azureml.probe(settings)
+    return azureml.probe(settings, app_state(app).azureml_credential)
 
 
 # name -> (probe, required?); Azure ML is required only when it is configured.
