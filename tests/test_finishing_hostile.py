@@ -72,12 +72,19 @@ def test_hostile_files_never_block_the_set_and_leave_no_orphan_copy(client, admi
         "x-ms-blob-type": "BlockBlob", "x-ms-version": "2021-08-06", "x-ms-blob-content-type": "text/html",
         "x-ms-blob-content-disposition": "inline"})
     assert response.status_code == 201
+    # Names that would climb out of the set's folder or collapse into another path (Azurite stores them as sent).
+    unsafe = {"a//b.png": "a//b.png", "x/%2E/y.png": "x/./y.png", "x/%2E%2E/y.png": "x/../y.png",
+              "%2E%2E/z.png": "../z.png"}
+    for sent in unsafe:
+        assert put(image_set["dropbox_url"], sent, images.png(seed=14)).status_code == 201
 
     done = finish(client, admin, image_set["imageset_id"])
     assert done["status"] == "finished", done["error"]
-    assert done["progress"] == {"total": 8, "done": 8, "accepted": 6, "duplicates": 1, "rejected": 1}
+    assert done["progress"] == {"total": 12, "done": 12, "accepted": 6, "duplicates": 1, "rejected": 5}
     outcome = report(client, admin, image_set["imageset_id"])
     assert "not a recognised image" in outcome["notes.jpg"]["reason"]
+    for name in unsafe.values():
+        assert outcome[name]["reason"].startswith("unsafe file name"), outcome[name]
 
     def metadata(name):
         return client.get(f"/api/v1/images/{outcome[name]['image_id']}/metadata", headers=admin)
