@@ -50,6 +50,10 @@ def get(campaign_id):
     return campaign_out(campaign_service.get(campaign_id))
 
 
+def update(campaign_id, body):
+    return campaign_out(campaign_service.update(campaign_id, body))
+
+
 def change_status(campaign_id, body):
     return campaign_out(campaign_service.change_status(campaign_id, body["new_status"]))
 

@@ -37,6 +37,10 @@ def get(imageset_id):
     return image_set_out(image_sets.get(imageset_id))
 
 
+def update(imageset_id, body):
+    return image_set_out(image_sets.update(imageset_id, body))
+
+
 def change_status(imageset_id, body):
     return image_set_out(image_sets.change_status(imageset_id, body["new_status"])), 202
 

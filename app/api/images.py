@@ -46,3 +46,7 @@ def read_url(image_id):
 
 def metadata(image_id):
     return image_out(images.get(image_id))
+
+
+def update(image_id, body):
+    return image_out(images.update(image_id, body))

@@ -63,3 +63,7 @@ def revoke_key(key_id):
 def rotate_key(key_id, grace_seconds=0):
     key, secret = keys.rotate_key(key_id, grace_seconds=grace_seconds, by=current_caller().key_id)
     return key_out(key, secret)
+
+
+def erase(key_id):
+    return key_out(keys.erase_owner(key_id))

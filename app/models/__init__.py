@@ -1,4 +1,5 @@
 """SQLAlchemy models. Import every model module here so Alembic sees the whole schema."""
+from app.models.audit import AuditEntry  # noqa: F401
 from app.models.campaigns import ApiKeyCampaign, Campaign, CampaignImage, LabelObject, LabelRevision  # noqa: F401
 from app.models.datasets import Dataset, DatasetImage  # noqa: F401
 from app.models.images import ApiKeyImageSet, FinishReport, Image, ImageSet, ImageSetMember  # noqa: F401

@@ -19,7 +19,7 @@ from app.errors import Conflict, NotFound, Unprocessable
 from app.extensions import db
 from app.models import (ApiKey, ApiKeyCampaign, Campaign, CampaignImage, Image, LabelObject, LabelRevision,
                         Principal)
-from app.services import datasets, images, keys
+from app.services import audit, datasets, images, keys
 from app.services.lookup import add_titled, get_or_404
 from app.services.pagination import Page, paginate
 
@@ -39,11 +39,7 @@ class AccessToken:
 
 def create(*, title: str, labeler_email: str, metadata: dict | None, label_translations: dict | None,
            labels: list[str] | None, created_by: Caller) -> tuple[Campaign, AccessToken]:
-    if labels is not None and label_translations:
-        unknown = sorted({v for v in label_translations.values() if v not in labels})
-        if unknown:
-            raise Unprocessable(f"label_translations maps to {unknown[0]!r}, which is not in labels",
-                                field="label_translations")
+    _check_taxonomy(label_translations, labels)
     labeler = keys.principal_for(email=labeler_email, field="labeler_email")
     if keys.holds_other_roles(labeler, "labeler"):
         # Its labels would carry the name of someone the service knows in another capacity (an admin's,
@@ -70,6 +66,32 @@ def create(*, title: str, labeler_email: str, metadata: dict | None, label_trans
     return campaign, token
 
 
+def _check_taxonomy(label_translations: dict | None, labels: list[str] | None) -> None:
+    if labels is not None and label_translations:
+        unknown = sorted({v for v in label_translations.values() if v not in labels})
+        if unknown:
+            raise Unprocessable(f"label_translations maps to {unknown[0]!r}, which is not in labels",
+                                field="label_translations")
+
+
+EDITABLE = {"metadata": "meta_data", "label_translations": "label_translations", "labels": "labels"}
+
+
+def update(campaign_id: int, values: dict) -> Campaign:
+    """metadata at any time; label_translations and labels while not finished (a finished campaign's labels
+    are a dataset's). Labels already stored are not rewritten: the taxonomy applies to what is submitted next."""
+    campaign = get(campaign_id, for_update=True)
+    if campaign.status == "finished" and {"label_translations", "labels"} & values.keys():
+        raise Conflict(f"campaign {campaign_id} is finished: its labels and translations no longer change",
+                       current_status=campaign.status)
+    _check_taxonomy(values.get("label_translations", campaign.label_translations),
+                    values.get("labels", campaign.labels))
+    before, after = audit.changes(campaign, EDITABLE, values)
+    if after:
+        audit.record("update", "campaign", campaign_id, before, after)
+    return campaign
+
+
 def get(campaign_id: int, *, for_update: bool = False) -> Campaign:
     return get_or_404(Campaign, campaign_id, "campaign", for_update=for_update)
 
@@ -92,6 +114,7 @@ def _move(campaign: Campaign, new_status: str) -> None:
         raise Conflict(f"campaign {campaign.id} cannot move from {campaign.status} to {new_status}",
                        current_status=campaign.status, requested_status=new_status)
     date_field = MOVES[(campaign.status, new_status)]
+    audit.record("status", "campaign", campaign.id, {"status": campaign.status}, {"status": new_status})
     campaign.status = new_status
     if date_field:
         setattr(campaign, date_field, datetime.now(timezone.utc))

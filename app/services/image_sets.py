@@ -9,13 +9,14 @@ from datetime import timedelta
 
 from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.exc import IntegrityError
 
 from app import jobs
 from app.auth.policy import Caller
 from app.errors import Conflict, Unprocessable
 from app.extensions import db
 from app.models import FinishReport, Image, ImageSet, ImageSetMember
-from app.services import images
+from app.services import audit, images
 from app.services.lookup import add_titled, get_or_404
 from app.services.pagination import Page, paginate
 from app.storage import SignedUrl
@@ -43,7 +44,7 @@ def create(*, title: str, metadata: dict | None, created_by: Caller) -> tuple[Im
     state = app_state()
     image_set = ImageSet(
         title=title, meta_data=metadata, status="created", created_by_id=created_by.principal_id,
-        blobstorage_path=f"{state.settings.azure_storage_imageset_folder.strip('/')}/{title}",
+        blobstorage_path=_folder(title),
         # One container per upload area, so a container SAS confines the client to this set's uploads.
         upload_container=f"{state.settings.azure_storage_imageset_container}-up-{uuid.uuid4().hex[:20]}",
         progress_accepted=0, progress_duplicates=0, progress_rejected=0)
@@ -69,6 +70,31 @@ def list_sets(*, page: int, per_page: int) -> Page:
     return paginate(select(ImageSet).order_by(ImageSet.id), page, per_page)
 
 
+def update(imageset_id: int, values: dict) -> ImageSet:
+    """metadata at any time; the title only while created: it names the storage folder finishing writes to."""
+    image_set = get(imageset_id, for_update=True)
+    if "title" in values and values["title"] != image_set.title:
+        if image_set.status != "created":
+            raise Conflict(f"image set {imageset_id} is {image_set.status}: its title names its storage folder and "
+                           "changes only while it is created", field="title", current_status=image_set.status)
+        check_title(values["title"])
+        values = {**values, "blobstorage_path": _folder(values["title"])}
+    before, after = audit.changes(image_set, {"title": "title", "metadata": "meta_data",
+                                              "blobstorage_path": "blobstorage_path"}, values)
+    if after:
+        try:
+            with db.session.begin_nested():
+                db.session.flush()
+        except IntegrityError:
+            raise Conflict(f"image set title {values['title']!r} is already taken", field="title") from None
+        audit.record("update", "image_set", imageset_id, before, after)
+    return image_set
+
+
+def _folder(title: str) -> str:
+    return f"{app_state().settings.azure_storage_imageset_folder.strip('/')}/{title}"
+
+
 def new_upload_url(imageset_id: int) -> tuple[ImageSet, SignedUrl]:
     image_set = get(imageset_id)
     if image_set.status != "created":
@@ -83,6 +109,7 @@ def change_status(imageset_id: int, new_status: str) -> ImageSet:
     if image_set.status not in allowed_from:
         raise Conflict(f"image set {imageset_id} cannot move from {image_set.status} to {new_status}",
                        current_status=image_set.status, requested_status=new_status)
+    audit.record("status", "image_set", imageset_id, {"status": image_set.status}, {"status": "finishing"})
     image_set.status, image_set.error = "finishing", None
     jobs.defer("finish_image_set", lock=f"image_set:{imageset_id}", imageset_id=imageset_id)
     logger.info("image set finishing", extra={"imageset_id": imageset_id})

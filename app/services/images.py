@@ -1,18 +1,18 @@
 """The image catalogue: filtered listing (offset pages or a keyset cursor) and short-lived read URLs."""
 from __future__ import annotations
 
-import base64
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import select, true
 
-from app.errors import DomainError, NotFound
+from app.errors import NotFound
 from app.extensions import db
 from app.models import Image, ImageSetMember
+from app.services import audit
 from app.services.image_facts import MIME_TYPES
 from app.services.lookup import get_or_404
-from app.services.pagination import Page, paginate
+from app.services.pagination import Page, decode_cursor, encode_cursor, paginate
 from app.storage import SignedUrl
 from app.state import app_state
 
@@ -44,22 +44,6 @@ def _filtered(filters: Filters):
     return query
 
 
-def encode_cursor(last_id: int) -> str:
-    return base64.urlsafe_b64encode(f"i{last_id}".encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> int:
-    if cursor == "":
-        return 0
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        if raw.startswith("i") and raw[1:].isdigit():
-            return int(raw[1:])
-    except (ValueError, UnicodeDecodeError):
-        pass
-    raise DomainError("cursor is not one this API gave out", field="cursor")
-
-
 def list_page(filters: Filters, *, page: int, per_page: int) -> tuple[Page, str | None]:
     result = paginate(_filtered(filters).order_by(Image.id), page, per_page)
     more = result.pagination["next"] is not None
@@ -78,6 +62,18 @@ def list_after(filters: Filters, *, cursor: str, per_page: int) -> tuple[list[Im
 
 def get(image_id: int) -> Image:
     return get_or_404(Image, image_id, "image")
+
+
+EDITABLE = {"type": "type", "tss_id": "tss_id", "metadata": "meta_data", "location_description": "location_description"}
+
+
+def update(image_id: int, values: dict) -> Image:
+    """Change the catalogue fields people own (never what was read from the file); recorded in the audit trail."""
+    image = get_or_404(Image, image_id, "image", for_update=True)
+    before, after = audit.changes(image, EDITABLE, values)
+    if after:
+        audit.record("update", "image", image_id, before, after)
+    return image
 
 
 def read_url(image: Image) -> SignedUrl:

@@ -1,15 +1,18 @@
 """API keys: creation, listing, revocation, rotation, and the bootstrap admin."""
 from __future__ import annotations
 
+import hmac
+import json
 import logging
 from datetime import datetime, timedelta, timezone
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from app.auth.keys import hash_secret, new_key_id, new_secret
 from app.errors import Conflict, NotFound, Unprocessable
 from app.extensions import db
 from app.models import ApiKey, ApiKeyCampaign, ApiKeyImageSet, Campaign, ImageSet, Principal
+from app.services import audit
 from app.services.pagination import Page, paginate
 from app.state import app_state
 
@@ -85,6 +88,9 @@ def create_key(*, roles: list[str], email: str | None = None, device: str | None
                  campaign_links=campaign_links, created_by_id=created_by)
     db.session.add(key)
     db.session.flush()
+    audit.record("create", "api_key", key.key_id, None, {
+        "owner": principal.name, "roles": key.roles, "imageset_ids": key.imageset_ids,
+        "campaign_ids": key.campaign_ids, "expires_at": expires_at, "description": description})
     logger.info("api key created", extra={"key_id": key.key_id, "roles": key.roles, "created_by_id": created_by})
     return key, secret
 
@@ -109,6 +115,7 @@ def revoke_key(key_id: str, *, by: str) -> ApiKey:
     if key.revoked_at is not None:
         raise Conflict(f"API key {key_id} is already revoked")
     key.revoked_at = datetime.now(timezone.utc)
+    audit.record("revoke", "api_key", key_id, {"revoked_at": None}, {"revoked_at": key.revoked_at})
     logger.info("api key revoked", extra={"key_id": key_id, "by": by})
     return key
 
@@ -125,8 +132,46 @@ def rotate_key(key_id: str, *, grace_seconds: int = 0, by: str) -> tuple[ApiKey,
         key.previous_secret_hash = key.previous_secret_valid_until = None
     key.secret_hash = hash_secret(secret, _pepper())
     key.legacy_secret_hash = None  # a LabelAPI key's old secret ends now: its bcrypt hash has no grace
+    audit.record("rotate", "api_key", key_id, None, {"grace_seconds": grace_seconds,
+                                                     "previous_secret_valid_until": key.previous_secret_valid_until})
     logger.info("api key rotated", extra={"key_id": key_id, "grace_seconds": grace_seconds, "by": by})
     return key, secret
+
+
+def pseudonym(name: str) -> str:
+    """The stable stand-in for an erased owner: the same person erased twice gets the same one, and nobody
+    without the pepper can tell whose it is."""
+    return "erased-" + hmac.new(_pepper().encode(), name.encode(), "sha256").hexdigest()[:12]
+
+
+def erase_owner(key_id: str) -> ApiKey:
+    """Erase the person behind a key (a partner leaving, a GDPR request): every key of theirs is revoked, and
+    their email becomes a pseudonym in keys, label revisions and objects, and the audit trail. Labels stay."""
+    key = get_key(key_id, for_update=True)
+    principal = db.session.scalar(select(Principal).where(Principal.id == key.principal_id).with_for_update())
+    name, alias = principal.name, pseudonym(principal.name)
+    if name.startswith("erased-"):
+        raise Conflict(f"the owner of API key {key_id} is already erased")
+    now = datetime.now(timezone.utc)
+    revoked = list(db.session.scalars(select(ApiKey.key_id).where(
+        ApiKey.principal_id == principal.id, ApiKey.revoked_at.is_(None)).with_for_update()))
+    db.session.execute(ApiKey.__table__.update().where(ApiKey.key_id.in_(revoked)).values(revoked_at=now))
+    principal.name = alias
+    for statement in ("UPDATE label_revisions SET submitted_by = :alias WHERE submitted_by = :name",
+                      "UPDATE objects SET added_by = :alias WHERE added_by = :name",
+                      "UPDATE audit SET actor = :alias WHERE actor = :name"):
+        db.session.execute(text(statement), {"alias": alias, "name": name})
+    # before/after hold the email as a JSON string wherever it was (a key's owner, a campaign's labeler)
+    db.session.execute(text(
+        "UPDATE audit SET before = CAST(replace(CAST(before AS text), :quoted, :alias_quoted) AS jsonb), "
+        "after = CAST(replace(CAST(after AS text), :quoted, :alias_quoted) AS jsonb) "
+        "WHERE strpos(CAST(before AS text), :quoted) > 0 OR strpos(CAST(after AS text), :quoted) > 0"),
+        {"quoted": json.dumps(name), "alias_quoted": json.dumps(alias)})
+    audit.record("erase", "api_key", key_id, None, {"owner": alias, "revoked": revoked})
+    db.session.flush()
+    db.session.refresh(key)
+    logger.info("api key owner erased", extra={"key_id": key_id, "revoked": len(revoked)})
+    return key
 
 
 def admin_exists() -> bool:

@@ -1,12 +1,14 @@
-"""One pagination helper for every list: LabelAPI's fields, with `pages` being the number of pages."""
+"""One pagination helper for every list: LabelAPI's fields, with `pages` being the number of pages; and the
+opaque cursor of keyset pages (the last id seen)."""
 from __future__ import annotations
 
+import base64
 from dataclasses import dataclass
 from math import ceil
 
 from sqlalchemy import Select, func, select
 
-from app.errors import NotFound
+from app.errors import DomainError, NotFound
 from app.extensions import db
 
 
@@ -32,3 +34,19 @@ def paginate(query: Select, page: int, per_page: int) -> Page:
         raise NotFound(f"page {page} is past the last page ({last})")
     items = db.session.scalars(query.limit(per_page).offset((page - 1) * per_page)).unique().all()
     return Page(list(items), page, per_page, total)
+
+
+def encode_cursor(last_id: int) -> str:
+    return base64.urlsafe_b64encode(f"i{last_id}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> int:
+    if cursor == "":
+        return 0
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        if raw.startswith("i") and raw[1:].isdigit() and len(raw) <= 19:  # fits a bigint
+            return int(raw[1:])
+    except (ValueError, UnicodeDecodeError):
+        pass
+    raise DomainError("cursor is not one this API gave out", field="cursor")
