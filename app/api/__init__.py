@@ -12,6 +12,8 @@ import math
 from connexion.resolver import Resolver
 from connexion.utils import get_function_from_name
 
+from app.auth.connexion_glue import current_caller
+from app.auth.policy import acting_caller
 from app.unit_of_work import unit_of_work
 
 JSON = {"Content-Type": "application/json"}
@@ -44,11 +46,22 @@ def _json_handler(name: str):
 
     @functools.wraps(function)
     def handler(*args, **kwargs):
-        with unit_of_work():
-            result = function(*args, **kwargs)
+        acting = acting_caller.set(_caller_or_none())
+        try:
+            with unit_of_work():
+                result = function(*args, **kwargs)
+        finally:
+            acting_caller.reset(acting)
         return _with_content_type(result)
 
     return handler
+
+
+def _caller_or_none():
+    try:
+        return current_caller()
+    except (RuntimeError, LookupError, TypeError):  # an operation without a key (/info/...)
+        return None
 
 
 resolver = Resolver(function_resolver=_json_handler)

@@ -6,6 +6,7 @@ An operation lists its rules in the spec as `x-roles`: `role` (any key with that
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 from app.errors import Forbidden, NotFound
@@ -26,6 +27,11 @@ class Caller:
 
     def has(self, *roles: str) -> bool:
         return bool(self.roles.intersection(roles))
+
+
+# Who the operation running in this context acts for: set by the API's edge (app.api.resolver) around each
+# handler, None in jobs and commands. Services read it here, never from the web framework.
+acting_caller: ContextVar[Caller | None] = ContextVar("acting_caller", default=None)
 
 
 @dataclass(frozen=True)

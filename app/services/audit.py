@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import select
 
-from app.auth.connexion_glue import current_caller
+from app.auth.policy import acting_caller
 from app.errors import Unprocessable
 from app.extensions import db
 from app.logs import request_id_var
@@ -21,11 +21,8 @@ ENTITIES = ("api_key", "image", "image_set", "campaign")
 
 
 def _who() -> tuple[str | None, str | None]:
-    try:
-        caller = current_caller()
-    except (RuntimeError, LookupError):  # no request, or an operation without a key
-        return None, None
-    return caller.key_id, caller.owner_name
+    caller = acting_caller.get()  # None outside a request (a job, a command), or on an operation without a key
+    return (caller.key_id, caller.owner_name) if caller else (None, None)
 
 
 def _json(value: dict | None) -> dict | None:
