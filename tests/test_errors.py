@@ -34,7 +34,7 @@ def spec_paths():
 @pytest.mark.parametrize("path, methods", list(spec_paths()))
 def test_every_405_names_every_method_of_its_path(client, path, methods):
     # Starlette named only the first route's methods: OPTIONS /api/v1/keys said `GET, HEAD`, leaving out POST.
-    for method in ("OPTIONS", "PATCH"):
+    for method in ["OPTIONS"] + [m for m in ("PATCH", "PUT", "DELETE") if m not in methods][:1]:
         response = client.request(method, path)
         assert_problem(response, 405)
         assert set(response.headers["Allow"].split(", ")) == methods
