@@ -2,7 +2,7 @@
 
 The web process defers jobs by task name through SQLAlchemy on the request's own connection, so a job
 exists exactly when the change that asked for it is committed, and services never import the tasks. The
-worker process runs them with procrastinate's async psycopg connector (see app.cli worker), each inside the
+worker process runs them with procrastinate's async psycopg connector (see app.jobs.worker), each inside the
 app context that `app_context_middleware` gives it.
 """
 from __future__ import annotations
