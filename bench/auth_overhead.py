@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -38,53 +37,22 @@ def timed(client, requests: dict, n=N) -> dict:
 
 
 def main() -> None:
-    import os
-    import subprocess
-
     import httpx
 
-    from app.embedded.azurite import Azurite
-    from app.embedded.ports import free_port, wait_for_port
-    from app.embedded.postgres import EmbeddedPostgres
+    from _harness import served_api
 
-    root = Path(__file__).resolve().parents[1]
-    with tempfile.TemporaryDirectory() as tmp:
-        pg = EmbeddedPostgres(Path(tmp) / "pg", fast=True).start()
-        azurite = Azurite(Path(tmp) / "azurite").start()
-        server = None
-        try:
-            port = free_port()
-            env = {**os.environ, "DB_CONNECTION_STRING": pg.create_database("bench"),
-                   "AZURE_STORAGE_CONNECTION_STRING": azurite.connection_string,
-                   "API_KEY_PEPPER": "bench-pepper-0123456789", "LOG_LEVEL": "WARNING"}
-            subprocess.run([sys.executable, "-m", "app", "migrate"], env=env, cwd=root, check=True,
-                           capture_output=True)
-            created = subprocess.run([sys.executable, "-m", "app", "create-admin", "--email", "bench@example.org"],
-                                     env=env, cwd=root, check=True, capture_output=True, text=True)
-            import json
-
-            pair = json.loads(created.stdout.strip().splitlines()[-1])
-            headers = {"Authentication-Key": pair["apikey"], "Authentication-Secret": pair["apisecret"]}
-            # One uvicorn worker process, as in production; the client keeps its connection alive.
-            server = subprocess.Popen([sys.executable, "-m", "uvicorn", "main:app", "--port", str(port),
-                                       "--log-level", "warning", "--no-access-log"], env=env, cwd=root)
-            wait_for_port("127.0.0.1", port)
-            with httpx.Client(base_url=f"http://127.0.0.1:{port}") as client:
-                runs = [timed(client, {
-                    "open": ("/info/version", None), "auth": ("/api/v1/me", headers),
-                    "unknown": ("/api/v1/me", {**headers, "Authentication-Key": "lsk_" + "a" * 20}),
-                    "wrong": ("/api/v1/me", {**headers, "Authentication-Secret": "wrong"})}) for _ in range(RUNS)]
-            statuses = {name: status for run in runs for name, (_, status) in run.items()}
-            assert statuses == {"open": 200, "auth": 200, "unknown": 401, "wrong": 401}, statuses
-            overheads = [run["auth"][0] - run["open"][0] for run in runs]
-            open_t, auth_t, unknown_t, wrong_t = (statistics.median(run[name][0] for run in runs)
-                                                  for name in ("open", "auth", "unknown", "wrong"))
-        finally:
-            if server:
-                server.terminate()
-                server.wait()
-            azurite.stop()
-            pg.stop()
+    with served_api("--log-level", "warning") as api:  # the client keeps its connection alive
+        headers = api.admin
+        with httpx.Client(base_url=api.base_url) as client:
+            runs = [timed(client, {
+                "open": ("/info/version", None), "auth": ("/api/v1/me", headers),
+                "unknown": ("/api/v1/me", {**headers, "Authentication-Key": "lsk_" + "a" * 20}),
+                "wrong": ("/api/v1/me", {**headers, "Authentication-Secret": "wrong"})}) for _ in range(RUNS)]
+        statuses = {name: status for run in runs for name, (_, status) in run.items()}
+        assert statuses == {"open": 200, "auth": 200, "unknown": 401, "wrong": 401}, statuses
+        overheads = [run["auth"][0] - run["open"][0] for run in runs]
+        open_t, auth_t, unknown_t, wrong_t = (statistics.median(run[name][0] for run in runs)
+                                              for name in ("open", "auth", "unknown", "wrong"))
 
     try:
         import bcrypt

@@ -10,13 +10,9 @@ Run: make bench, or .venv/bin/python bench/body_limit.py
 """
 from __future__ import annotations
 
-import json
-import os
 import socket
 import statistics
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -102,57 +98,32 @@ def main() -> None:
     import httpx
     import psutil
 
-    from app.embedded.azurite import Azurite
-    from app.embedded.ports import free_port, wait_for_port
-    from app.embedded.postgres import EmbeddedPostgres
+    from _harness import served_api
 
-    root = Path(__file__).resolve().parents[1]
-    with tempfile.TemporaryDirectory() as tmp:
-        pg = EmbeddedPostgres(Path(tmp) / "pg", fast=True).start()
-        azurite = Azurite(Path(tmp) / "azurite").start()
-        server = None
-        try:
-            port = free_port()
-            env = {**os.environ, "DB_CONNECTION_STRING": pg.create_database("bench"),
-                   "AZURE_STORAGE_CONNECTION_STRING": azurite.connection_string,
-                   "API_KEY_PEPPER": "bench-pepper-0123456789", "LOG_LEVEL": "WARNING"}
-            subprocess.run([sys.executable, "-m", "app", "migrate"], env=env, cwd=root, check=True, capture_output=True)
-            created = subprocess.run([sys.executable, "-m", "app", "create-admin", "--email", "bench@example.org"],
-                                     env=env, cwd=root, check=True, capture_output=True, text=True)
-            pair = json.loads(created.stdout.strip().splitlines()[-1])
-            admin = {"Authentication-Key": pair["apikey"], "Authentication-Secret": pair["apisecret"]}
-            server = subprocess.Popen([sys.executable, "-m", "uvicorn", "main:app", "--port", str(port), "--http",
-                                       "app.limits:HeadLimitedHttpTools", "--log-level", "error", "--no-access-log"],
-                                      env=env, cwd=root)
-            wait_for_port("127.0.0.1", port)
-            process = psutil.Process(server.pid)
+    with served_api("--http", "app.limits:HeadLimitedHttpTools", "--log-level", "error") as api:
+        admin, port = api.admin, api.port
+        process = psutil.Process(api.server.pid)
 
-            def rss() -> int:
-                return process.memory_info().rss
+        def rss() -> int:
+            return process.memory_info().rss
 
-            with httpx.Client(base_url=f"http://127.0.0.1:{port}") as client:
-                campaign = client.post("/api/v1/campaigns", headers=admin, json={
-                    "title": "bench", "labeler_email": "labeler@example.org"}).json()
-                token = campaign["access_token"]
-                labeler = {"Authentication-Key": token["apikey"], "Authentication-Secret": token["apisecret"]}
-                client.put(f"/api/v1/campaigns/{campaign['campaign_id']}", headers=admin, json={"new_status": "active"})
-                for _ in range(200):  # warm
-                    client.get("/api/v1/me", headers=labeler)
-                body_head = (f"PUT /api/v1/campaigns/{campaign['campaign_id']}/objects HTTP/1.1\r\nHost: bench\r\n"
-                             f"Content-Type: application/json\r\nAuthentication-Key: {labeler['Authentication-Key']}\r\n"
-                             f"Authentication-Secret: {labeler['Authentication-Secret']}\r\n"
-                             f"Content-Length: {BODY_BYTES}\r\n\r\n").encode()
-                header_head = b"GET /api/v1/me HTTP/1.1\r\nHost: bench\r\nX-Huge: "
-                baseline = measure(client, labeler, port, rss)
-                body = measure(client, labeler, port, rss, body_head, BODY_BYTES)
-                header = measure(client, labeler, port, rss, header_head, BODY_BYTES)
-                after = rss()
-        finally:
-            if server:
-                server.terminate()
-                server.wait()
-            azurite.stop()
-            pg.stop()
+        with httpx.Client(base_url=api.base_url) as client:
+            campaign = client.post("/api/v1/campaigns", headers=admin, json={
+                "title": "bench", "labeler_email": "labeler@example.org"}).json()
+            token = campaign["access_token"]
+            labeler = {"Authentication-Key": token["apikey"], "Authentication-Secret": token["apisecret"]}
+            client.put(f"/api/v1/campaigns/{campaign['campaign_id']}", headers=admin, json={"new_status": "active"})
+            for _ in range(200):  # warm
+                client.get("/api/v1/me", headers=labeler)
+            body_head = (f"PUT /api/v1/campaigns/{campaign['campaign_id']}/objects HTTP/1.1\r\nHost: bench\r\n"
+                         f"Content-Type: application/json\r\nAuthentication-Key: {labeler['Authentication-Key']}\r\n"
+                         f"Authentication-Secret: {labeler['Authentication-Secret']}\r\n"
+                         f"Content-Length: {BODY_BYTES}\r\n\r\n").encode()
+            header_head = b"GET /api/v1/me HTTP/1.1\r\nHost: bench\r\nX-Huge: "
+            baseline = measure(client, labeler, port, rss)
+            body = measure(client, labeler, port, rss, body_head, BODY_BYTES)
+            header = measure(client, labeler, port, rss, header_head, BODY_BYTES)
+            after = rss()
 
     mb = 1024 * 1024
     print(f"baseline            GET /me p99 {baseline['p99'] * 1e3:7.2f} ms (median {baseline['median'] * 1e3:.2f} ms), "
