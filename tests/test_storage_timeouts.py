@@ -23,7 +23,7 @@ def raises_within(seconds: float, call) -> str:
 def test_every_call_gives_up_at_its_timeout_when_storage_hangs(silent_server):
     storage = BlobStorage(connection_string=connection_string("127.0.0.1", silent_server), container="hung",
                           timeout=2, retries=0)
-    calls = {"probe": storage.probe, "read_range": lambda: storage.read_range("up", "a.jpg", 0, 65536),
+    calls = {"probe": storage.probe, "read": lambda: storage.read_image_through("a.jpg", head_limit=65536, tail_size=64),
              "list": lambda: list(storage.list_upload_area("up")),
              "create_upload_area": lambda: storage.create_upload_area("up")}
     with ThreadPoolExecutor(len(calls)) as pool:  # at once: the test takes one timeout, not four

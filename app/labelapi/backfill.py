@@ -1,6 +1,6 @@
 """Read what LabelAPI never recorded from each imported image's blob: MD5, format, dimensions, size (and the
-EXIF facts finishing reads), with the ranged reads finishing uses (head and tail; one streamed read for the
-MD5 only when the blob has no Content-MD5). Runs as the durable job `backfill_labelapi_images`, batch by
+EXIF facts finishing reads), with the one pass over the stored bytes that finishing uses (the MD5 computed,
+never taken from the blob's Content-MD5). Runs as the durable job `backfill_labelapi_images`, batch by
 batch; each batch commits, so a run cut anywhere resumes with the images still `pending`.
 
 Nothing is dropped: a missing blob is `missing`, a file that cannot be read is `unreadable` (with why), and
@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
+from azure.core.exceptions import ResourceNotFoundError
 from flask import current_app
 from sqlalchemy import func, select
 
@@ -22,8 +23,7 @@ from app import jobs
 from app.errors import WorkInterrupted
 from app.extensions import db
 from app.models import Image, LabelApiImage
-from app.services.image_facts import (HEAD_BYTES, LARGE_HEAD_BYTES, TAIL_BYTES, Facts, Rejected, needs_larger_head,
-                                     read_facts)
+from app.services.image_facts import LARGE_HEAD_BYTES, TAIL_BYTES, Facts, Rejected, read_facts
 from app.state import app_state
 from app.unit_of_work import unit_of_work
 
@@ -80,28 +80,23 @@ class Examined:
 
 
 def _examine(path: str) -> Examined | None:
-    """None when there is no blob at `path`. Ranged reads of the head and tail only; the MD5 from the blob's
-    Content-MD5, else one streamed read."""
+    """None when there is no blob at `path`. One pass over the stored bytes, as finishing reads its copies:
+    the MD5 is computed, never taken from the Content-MD5 the blob happens to carry."""
     state = app_state()
-    storage, container = state.storage, state.storage.container
-    blob = storage.blob_info(container, path)
-    if blob is None:
-        return None
-    if blob.size == 0:
-        return Examined(0, problem="empty file")
-    head = storage.read_range(container, path, 0, min(blob.size, HEAD_BYTES))
-    if needs_larger_head(head, blob.size):
-        head = storage.read_range(container, path, 0, min(blob.size, LARGE_HEAD_BYTES))
-    tail = head[-TAIL_BYTES:] if blob.size <= len(head) else storage.read_range(
-        container, path, blob.size - TAIL_BYTES, TAIL_BYTES)
     try:
-        facts = read_facts(head, tail, blob.size, allowed_formats=state.settings.image_formats,
+        stored = state.storage.read_image_through(path, head_limit=LARGE_HEAD_BYTES, tail_size=TAIL_BYTES)
+    except ResourceNotFoundError:
+        return None
+    if stored.size == 0:
+        return Examined(0, problem="empty file")
+    try:
+        facts = read_facts(stored.head, stored.tail, stored.size, allowed_formats=state.settings.image_formats,
                            max_pixels=state.settings.max_image_pixels)
     except Rejected as rejected:
-        return Examined(blob.size, problem=str(rejected))
+        return Examined(stored.size, problem=str(rejected))
     except Exception as exc:  # a reader bug on a strange file marks that image, never stops the backfill
-        return Examined(blob.size, problem=f"unreadable image ({type(exc).__name__})")
-    return Examined(blob.size, facts, blob.md5 or storage.stream_md5(container, path))
+        return Examined(stored.size, problem=f"unreadable image ({type(exc).__name__})")
+    return Examined(stored.size, facts, stored.md5)
 
 
 def _record(results) -> None:

@@ -1,7 +1,9 @@
-"""What an uploaded file is, from its first and last bytes only: never a whole download to learn a size.
+"""What an uploaded file is, from its first and last bytes: the caller reads the stored bytes once (for their
+MD5) and hands over the head and the tail.
 
-Format, dimensions and EXIF come from the head (64 KiB covers a JPEG's EXIF segment, which cannot be
-longer); truncation shows in the tail (a JPEG ends with its EOI marker, a PNG with its IEND chunk).
+Format, dimensions and EXIF come from the head (a JPEG's EXIF segment is at most 64 KiB; up to 1 MiB is kept
+for files with more metadata before the frame header); truncation shows in the tail (a JPEG ends with its
+EOI marker, a PNG with its IEND chunk).
 """
 from __future__ import annotations
 
@@ -16,8 +18,7 @@ from PIL import ExifTags, Image, UnidentifiedImageError
 MIME_TYPES = {"jpeg": "image/jpeg", "png": "image/png", "webp": "image/webp", "tiff": "image/tiff", "bmp": "image/bmp",
               "gif": "image/gif"}
 
-HEAD_BYTES = 64 * 1024
-LARGE_HEAD_BYTES = 1024 * 1024  # when metadata before the frame header is larger than usual
+LARGE_HEAD_BYTES = 1024 * 1024  # the head kept: the frame header may follow large metadata
 TAIL_BYTES = 64
 
 _GPS_IFD, _EXIF_IFD = 0x8825, 0x8769
@@ -70,17 +71,6 @@ def read_facts(head: bytes, tail: bytes, size: int, *, allowed_formats: frozense
     facts = Facts(filetype=fmt.lower(), width=width, height=height)
     _read_exif(image, facts)
     return facts
-
-
-def needs_larger_head(head: bytes, size: int) -> bool:
-    """Pillow could not find the frame header in the first bytes, but there are more bytes to look at."""
-    if size <= len(head):
-        return False
-    try:
-        Image.open(io.BytesIO(head))
-        return False
-    except Exception:
-        return True
 
 
 def _read_exif(image: Image.Image, facts: Facts) -> None:

@@ -53,9 +53,10 @@ class UnlistableUploadArea(DomainError):
 
 @dataclass(frozen=True)
 class BlobInfo:
+    """A listed upload: its name and the size storage reports (no uploader-set header is carried: the facts
+    about its bytes come from reading what is stored)."""
     name: str
     size: int
-    md5: str | None  # hex, when the service stored a Content-MD5
 
 
 @dataclass(frozen=True)
@@ -230,8 +231,7 @@ class BlobStorage:
     def list_upload_area(self, container: str) -> Iterator[BlobInfo]:
         """Every blob in the area, page by page (never all names in memory at once)."""
         for blob in self._listing(container, lambda area: area.list_blobs()):
-            md5 = blob.content_settings.content_md5 if blob.content_settings else None
-            yield BlobInfo(blob.name, blob.size, bytes(md5).hex() if md5 else None)
+            yield BlobInfo(blob.name, blob.size)
 
     def count_upload_area(self, container: str) -> int:
         return sum(1 for _ in self._listing(container, lambda area: area.list_blob_names()))
@@ -256,24 +256,6 @@ class BlobStorage:
                 "a file whose name storage cannot list, such as one with control characters. Remove that file from "
                 "the container (Azure Storage Explorer or az storage blob delete), then finish the set again."
             ) from exc
-
-    def read_range(self, container: str, name: str, offset: int, length: int) -> bytes:
-        return self.service.get_blob_client(container, name).download_blob(offset=offset, length=length).readall()
-
-    def blob_info(self, container: str, name: str) -> BlobInfo | None:
-        """One blob's size and stored Content-MD5; None when there is no such blob."""
-        try:
-            props = self.service.get_blob_client(container, name).get_blob_properties()
-        except ResourceNotFoundError:
-            return None
-        md5 = props.content_settings.content_md5 if props.content_settings else None
-        return BlobInfo(name, props.size, bytes(md5).hex() if md5 else None)
-
-    def stream_md5(self, container: str, name: str) -> str:
-        digest = hashlib.md5(usedforsecurity=False)
-        for chunk in self.service.get_blob_client(container, name).download_blob().chunks():
-            digest.update(chunk)
-        return digest.hexdigest()
 
     def read_image_through(self, path: str, *, head_limit: int, tail_size: int,
                            chunk_size: int = 1024 * 1024) -> StoredBytes:
