@@ -80,7 +80,7 @@ def test_hostile_files_never_block_the_set_and_leave_no_orphan_copy(client, admi
 
     done = finish(client, admin, image_set["imageset_id"])
     assert done["status"] == "finished", done["error"]
-    assert done["progress"] == {"total": 12, "done": 12, "accepted": 6, "duplicates": 1, "rejected": 5}
+    assert done["progress"] == {"total": 12, "done": 12, "accepted": 6, "duplicates": 1, "rejected": 5, "failed": 0}
     outcome = report(client, admin, image_set["imageset_id"])
     assert "not a recognised image" in outcome["notes.jpg"]["reason"]
     for name in unsafe.values():

@@ -20,7 +20,7 @@ def test_create_gives_a_set_and_its_upload_url(client, admin, make_image_set):
     created = make_image_set("Beach survey 2026", metadata={"site": "Kamilo"})
     assert created["status"] == "created" and created["metadata"] == {"site": "Kamilo"}
     assert created["blobstorage_path"] == "imagesets/Beach survey 2026"
-    assert created["progress"] == {"total": None, "done": 0, "accepted": 0, "duplicates": 0, "rejected": 0}
+    assert created["progress"] == {"total": None, "done": 0, "accepted": 0, "duplicates": 0, "rejected": 0, "failed": 0}
     assert created["created_by"].endswith("@example.org")
     sas = parse_qs(urlsplit(created["dropbox_url"]).query)
     assert set(sas["sp"][0]) == set("acwl")  # add, create, write, list: never read or delete
@@ -128,7 +128,7 @@ def test_finishing_sorts_every_kind_of_file(client, admin, make_image_set, start
     upload_all(image_set["dropbox_url"], files)
     done = finish(client, admin, image_set["imageset_id"])
     assert done["status"] == "finished" and done["date_finished"]
-    assert done["progress"] == {"total": 10, "done": 10, "accepted": 4, "duplicates": 2, "rejected": 4}
+    assert done["progress"] == {"total": 10, "done": 10, "accepted": 4, "duplicates": 2, "rejected": 4, "failed": 0}
 
     outcome = report(client, admin, image_set["imageset_id"])
     # Of two identical files, the first by name is kept and the other reported as its duplicate.
@@ -188,7 +188,7 @@ def test_killed_worker_mid_finishing_loses_and_doubles_nothing(client, admin, im
     start_worker(**QUICK_RECOVERY)  # notices the dead worker's silence sooner
     done = wait_until(lambda: (lambda s: s if s["status"] == "finished" else None)(
         client.get(f"/api/v1/image_sets/{imageset_id}", headers=admin).json()), timeout=90, message="resumed finish")
-    assert done["progress"] == {"total": 301, "done": 301, "accepted": 300, "duplicates": 1, "rejected": 0}
+    assert done["progress"] == {"total": 301, "done": 301, "accepted": 300, "duplicates": 1, "rejected": 0, "failed": 0}
     outcome = report(client, admin, imageset_id)
     assert len(outcome) == 301 and outcome["batch/dup.png"]["image_id"] == outcome["batch/0007.png"]["image_id"]
     listed = client.get(f"/api/v1/images?imageset_id={imageset_id}&per_page=1000", headers=admin).json()

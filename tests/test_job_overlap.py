@@ -48,7 +48,7 @@ def _assert_every_image_has_its_blob(client, admin, flask_app, image_set) -> Non
     done = wait_until(lambda: (lambda s: s if s["status"] in ("finished", "failed") else None)(
         _set(client, admin, imageset_id)), timeout=120, message="finishing to end")
     assert done["status"] == "finished", done
-    assert done["progress"] == {"total": 301, "done": 301, "accepted": 300, "duplicates": 1, "rejected": 0}
+    assert done["progress"] == {"total": 301, "done": 301, "accepted": 300, "duplicates": 1, "rejected": 0, "failed": 0}
     outcome = report(client, admin, imageset_id)
     assert len(outcome) == 301 and outcome["batch/dup.png"]["image_id"] == outcome["batch/0007.png"]["image_id"]
 

@@ -238,7 +238,7 @@ def test_image_set_lifecycle_without_account_keys(keyless_app, admin, entra, ca_
         finish(imageset_id)  # what the worker's job runs, here on the keyless storage
     done = client.get(f"/api/v1/image_sets/{imageset_id}", headers=admin).json()
     assert done["status"] == "finished", done["error"]
-    assert done["progress"] == {"total": 3, "done": 3, "accepted": 2, "duplicates": 1, "rejected": 0}
+    assert done["progress"] == {"total": 3, "done": 3, "accepted": 2, "duplicates": 1, "rejected": 0, "failed": 0}
 
     listed = client.get(f"/api/v1/images?imageset_id={imageset_id}", headers=admin).json()["images"]
     assert len(listed) == 2

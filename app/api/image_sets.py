@@ -16,6 +16,7 @@ def image_set_out(image_set, signed_url=None) -> dict:
         "created_by": image_set.created_by.name if image_set.created_by else None,
         "error": image_set.error,
         "progress": image_sets.progress(image_set),
+        "validation": image_sets.rules(image_set).as_dict(),
     }
     if signed_url is not None:
         out.update(dropbox_url=signed_url.url, dropbox_url_expires_at=signed_url.expires_at.isoformat())
@@ -29,7 +30,7 @@ def list_sets(page=1, per_page=50):
 
 def create(body):
     image_set, url = image_sets.create(title=body["title"], metadata=body.get("metadata"),
-                                       created_by=current_caller())
+                                       validation=body.get("validation"), created_by=current_caller())
     return image_set_out(image_set, url), 201
 
 
@@ -62,5 +63,5 @@ def add_images(imageset_id, body):
 def report(imageset_id, page=1, per_page=50, outcome=None):
     result = image_sets.report(imageset_id, page=page, per_page=per_page, outcome=outcome)
     return {"pagination": result.pagination, "files": [
-        {"name": r.name, "outcome": r.outcome, "image_id": r.image_id, "reason": r.reason, "filesize": r.filesize}
+        {"name": r.name, "source": r.source, "outcome": r.outcome, "image_id": r.image_id, "reason": r.reason, "filesize": r.filesize}
         for r in result.items]}

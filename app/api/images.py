@@ -17,6 +17,7 @@ def image_out(image) -> dict:
                  "dimensions": {"width": image.width, "height": image.height}},
         "md5": image.md5,
         "exif": image.exif,
+        "renditions": list(image.renditions or []),
         "date_added": image.date_added.isoformat(),
     }
 
@@ -50,3 +51,19 @@ def metadata(image_id):
 
 def update(image_id, body):
     return image_out(images.update(image_id, body))
+
+
+def redirect_by_md5(md5):
+    return "", 303, {"Location": images.read_url(images.get_by_md5(md5)).url}
+
+
+def metadata_by_md5(md5):
+    return image_out(images.get_by_md5(md5))
+
+
+def grayscale(image_id):
+    raise NotImplementedError("renditions: being built")
+
+
+def thumbnail(image_id):
+    raise NotImplementedError("renditions: being built")

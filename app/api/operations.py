@@ -21,3 +21,7 @@ def retry_job(job_id):
 
 def finishing_histogram(minutes=60):
     return {"minutes": [{**row, "minute": row["minute"].isoformat()} for row in operations.finishing_histogram(minutes)]}
+
+
+def ingest_histogram(minutes=60):
+    raise NotImplementedError("being built")

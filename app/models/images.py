@@ -3,15 +3,16 @@ from __future__ import annotations
 from datetime import datetime
 
 from sqlalchemy import (BigInteger, CheckConstraint, DateTime, Double, ForeignKey, Index, Integer, String, Text,
-                        UniqueConstraint, func)
-from sqlalchemy.dialects.postgresql import JSONB
+                        func, text)
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.extensions import db
 from app.models.keys import Principal
 
 IMAGESET_STATUSES = ("created", "finishing", "finished", "failed")
-OUTCOMES = ("accepted", "duplicate", "rejected")
+OUTCOMES = ("accepted", "duplicate", "rejected", "failed")
+SOURCES = ("dropbox", "upload", "url")
 
 
 class ImageSet(db.Model):
@@ -28,11 +29,14 @@ class ImageSet(db.Model):
     date_finished: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_by_id: Mapped[int | None] = mapped_column(ForeignKey("principals.id", ondelete="SET NULL"))
     error: Mapped[str | None] = mapped_column(Text)
+    # The set's validation rules (app.ingest.rules); null: the defaults from settings
+    validation: Mapped[dict | None] = mapped_column(JSONB)
     # Finishing progress: total is known once the upload area is listed; the rest count report rows.
     progress_total: Mapped[int | None] = mapped_column(Integer)
     progress_accepted: Mapped[int] = mapped_column(Integer, default=0)
     progress_duplicates: Mapped[int] = mapped_column(Integer, default=0)
     progress_rejected: Mapped[int] = mapped_column(Integer, default=0)
+    progress_failed: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
     created_by: Mapped[Principal | None] = relationship(lazy="joined")
 
@@ -64,6 +68,8 @@ class Image(db.Model):
     camera_make: Mapped[str | None] = mapped_column(String(128))
     camera_model: Mapped[str | None] = mapped_column(String(128))
     exif: Mapped[dict | None] = mapped_column(JSONB)
+    # Renditions stored beside the image (app.ingest.renditions): "grayscale", "thumbnail"
+    renditions: Mapped[list[str]] = mapped_column(ARRAY(String(32)), default=list, server_default="{}")
     date_added: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
     imageset: Mapped[ImageSet | None] = relationship(lazy="joined")
@@ -80,17 +86,22 @@ class ImageSetMember(db.Model):
 
 
 class FinishReport(db.Model):
-    """One row per file found in a set's upload area: what finishing made of it. Also the resume marker."""
+    """One row per file that reached a set, by the dropbox or a direct upload: what the ingest pipeline made of
+    it. A dropbox name is unique in its set: the row is finishing's resume marker."""
 
     __tablename__ = "finish_reports"
     __table_args__ = (
-        UniqueConstraint("imageset_id", "name", name="uq_finish_reports_imageset_id_name"),
+        Index("uq_finish_reports_dropbox_name", "imageset_id", "name", unique=True,
+              postgresql_where=text("source = 'dropbox'")),
+        Index("ix_finish_reports_imageset_id_name_id", "imageset_id", "name", "id"),
+        Index("ix_finish_reports_imageset_id_outcome_name_id", "imageset_id", "outcome", "name", "id"),
         CheckConstraint(f"outcome IN {OUTCOMES}", name="outcome"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     imageset_id: Mapped[int] = mapped_column(ForeignKey("image_sets.id", ondelete="CASCADE"))
     name: Mapped[str] = mapped_column(Text)
+    source: Mapped[str] = mapped_column(String(16), default="dropbox", server_default="dropbox")
     outcome: Mapped[str] = mapped_column(String(16))
     image_id: Mapped[int | None] = mapped_column(ForeignKey("images.id", ondelete="SET NULL"))
     reason: Mapped[str | None] = mapped_column(Text)

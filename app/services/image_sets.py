@@ -14,6 +14,7 @@ from sqlalchemy.exc import IntegrityError
 from app import jobs
 from app.auth.policy import Caller
 from app.errors import Conflict, Unprocessable
+from app.ingest import rules as ingest_rules
 from app.extensions import db
 from app.models import FinishReport, Image, ImageSet, ImageSetMember
 from app.services import audit, images
@@ -39,15 +40,17 @@ def check_title(title: str) -> str:
     return title
 
 
-def create(*, title: str, metadata: dict | None, created_by: Caller) -> tuple[ImageSet, SignedUrl]:
+def create(*, title: str, metadata: dict | None, created_by: Caller,
+           validation: dict | None = None) -> tuple[ImageSet, SignedUrl]:
     check_title(title)
     state = app_state()
     image_set = ImageSet(
         title=title, meta_data=metadata, status="created", created_by_id=created_by.principal_id,
+        validation=ingest_rules.checked(validation, state.settings),
         blobstorage_path=_folder(title),
         # One container per upload area, so a container SAS confines the client to this set's uploads.
         upload_container=f"{state.settings.azure_storage_imageset_container}-up-{uuid.uuid4().hex[:20]}",
-        progress_accepted=0, progress_duplicates=0, progress_rejected=0)
+        progress_accepted=0, progress_duplicates=0, progress_rejected=0, progress_failed=0)
     add_titled(image_set, "image set")
     state.storage.create_upload_area(image_set.upload_container)
     # Made before the commit so a failure is seen here; removed again if the transaction does not commit.
@@ -146,9 +149,14 @@ def report(imageset_id: int, *, page: int, per_page: int, outcome: str | None = 
 
 
 def progress(image_set: ImageSet) -> dict:
-    done = image_set.progress_accepted + image_set.progress_duplicates + image_set.progress_rejected
+    failed = image_set.progress_failed or 0
+    done = image_set.progress_accepted + image_set.progress_duplicates + image_set.progress_rejected + failed
     return {"total": image_set.progress_total, "done": done, "accepted": image_set.progress_accepted,
-            "duplicates": image_set.progress_duplicates, "rejected": image_set.progress_rejected}
+            "duplicates": image_set.progress_duplicates, "rejected": image_set.progress_rejected, "failed": failed}
+
+
+def rules(image_set: ImageSet) -> ingest_rules.Rules:
+    return ingest_rules.effective(image_set.validation, app_state().settings)
 
 
 def refresh_progress(imageset_id: int) -> None:

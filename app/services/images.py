@@ -64,6 +64,13 @@ def get(image_id: int) -> Image:
     return get_or_404(Image, image_id, "image")
 
 
+def get_by_md5(md5: str) -> Image:
+    image = db.session.scalar(select(Image).where(Image.md5 == md5.lower()))
+    if image is None:
+        raise NotFound(f"no image has MD5 {md5.lower()}")
+    return image
+
+
 EDITABLE = {"type": "type", "tss_id": "tss_id", "metadata": "meta_data", "location_description": "location_description"}
 
 
