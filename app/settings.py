@@ -68,6 +68,8 @@ class Settings(BaseSettings):
     allowed_image_formats: str = "JPEG,PNG,WEBP,TIFF,BMP"
     finish_concurrency: int = Field(16, ge=1, le=128)  # blobs inspected and copied at once
     finish_batch_size: int = Field(200, ge=1, le=5000)  # blobs per database transaction
+    # files per chunk: a listing page of the upload area, one job that any worker may take
+    finish_chunk_size: int = Field(500, ge=1, le=5000)
 
     # --- Azure ML (optional as a whole)
     azure_ml_subscription_id: str | None = None

@@ -335,7 +335,7 @@ def test_failed_finishing_shows_why_and_can_be_retried(client, admin, image_set,
     put(image_set["dropbox_url"], "a.jpg", images.jpeg(seed=31))
     storage = flask_app.extensions["label_store"].storage
 
-    def unreachable(container):
+    def unreachable(container, **listing):
         raise StorageError("blob storage unreachable: connection refused")
 
     from app.extensions import db
@@ -344,7 +344,7 @@ def test_failed_finishing_shows_why_and_can_be_retried(client, admin, image_set,
     db.session.get(ImageSet, imageset_id).status = "finishing"
     db.session.commit()
     with monkeypatch.context() as patch:
-        patch.setattr(storage, "list_upload_area", unreachable)
+        patch.setattr(storage, "upload_area_pages", unreachable)
         for attempts, status in ((0, "finishing"), (BACKOFF.max_attempts - 1, "failed")):
             with pytest.raises(StorageError):  # raised, so the queue retries it while attempts remain
                 finish_image_set(SimpleNamespace(job=SimpleNamespace(attempts=attempts), should_abort=lambda: False),
@@ -411,11 +411,11 @@ def test_an_unexpected_failure_shows_a_job_reference_not_database_internals(clie
     db.session.get(ImageSet, imageset_id).status = "finishing"
     db.session.commit()
 
-    def refused(container):
+    def refused(container, **listing):
         raise IntegrityError("INSERT INTO images (md5) VALUES (%(md5)s)", {"md5": "value-from-a-request"},
                              Exception('duplicate key value violates unique constraint "uq_images_md5"'))
 
-    monkeypatch.setattr(flask_app.extensions["label_store"].storage, "list_upload_area", refused)
+    monkeypatch.setattr(flask_app.extensions["label_store"].storage, "upload_area_pages", refused)
     last = SimpleNamespace(job=SimpleNamespace(attempts=BACKOFF.max_attempts - 1, id=4242), should_abort=lambda: False)
     with pytest.raises(IntegrityError):
         finish_image_set(last, imageset_id=imageset_id)

@@ -12,7 +12,10 @@ import os
 import socket
 
 import procrastinate
+from procrastinate.exceptions import AlreadyEnqueued  # noqa: F401  (callers catch it from here)
 from procrastinate.contrib.sqlalchemy import SQLAlchemyPsycopg2Connector
+from procrastinate.manager import JobManager
+from procrastinate.tasks import configure_task
 
 from app import logs
 from app.extensions import db
@@ -20,14 +23,18 @@ from app.extensions import db
 logger = logging.getLogger(__name__)
 
 TASKS_MODULE = "app.jobs.tasks"
-procrastinate_app = procrastinate.App(connector=SQLAlchemyPsycopg2Connector(), import_paths=[TASKS_MODULE])
+# Deferring always goes through SQLAlchemy's connection (the caller's transaction), also inside a worker, whose
+# app runs on procrastinate's async psycopg connector instead (app.jobs.worker).
+_deferring_connector = SQLAlchemyPsycopg2Connector()
+_deferring = JobManager(_deferring_connector)
+procrastinate_app = procrastinate.App(connector=_deferring_connector, import_paths=[TASKS_MODULE])
 logs.use_task_lookup(procrastinate_app.tasks.get)  # the failed-attempt log line shows the retry time
 
 
 def init_app(flask_app) -> None:
     """Bind procrastinate to this Flask app's engine, for deferring on the request's connection."""
     with flask_app.app_context():
-        procrastinate_app.connector.open(db.engine)
+        _deferring_connector.open(db.engine)
 
 
 def app_context_middleware(flask_app):
@@ -39,11 +46,16 @@ def app_context_middleware(flask_app):
     return run
 
 
-def defer(task_name: str, *, lock: str | None = None, **kwargs) -> int:
+def defer(task_name: str, *, lock: str | None = None, queueing_lock: str | None = None, **kwargs) -> int:
     """Defer the task called `task_name` inside the current database transaction: it runs only if the
-    caller commits."""
-    return procrastinate_app.configure_task(task_name, allow_unknown=False, lock=lock,
-                                            connection=db.session.connection()).defer(**kwargs)
+    caller commits. With `queueing_lock`, AlreadyEnqueued when such a job is already waiting (that refusal
+    breaks the transaction: defer inside a savepoint)."""
+    if task_name not in procrastinate_app.tasks:
+        load_tasks()
+    if task_name not in procrastinate_app.tasks:
+        raise KeyError(f"no task {task_name!r}")
+    return configure_task(name=task_name, job_manager=_deferring, lock=lock, queueing_lock=queueing_lock,
+                          connection=db.session.connection()).defer(**kwargs)
 
 
 def load_tasks() -> None:

@@ -44,3 +44,21 @@ def exclusive(kind: str, key: int, *, should_stop: Callable[[], bool], poll_seco
         raise
     finally:
         conn.close()
+
+
+@contextmanager
+def try_exclusive(kind: str, key: int) -> Iterator[bool]:
+    """Hold the advisory lock (`kind`, `key`) while the block runs if nobody else has it: yields whether it
+    was taken (a worker skipping work that another is doing)."""
+    params = {"kind": kind, "key": key}
+    conn = db.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+    try:
+        taken = conn.execute(text("SELECT pg_try_advisory_lock(hashtext(:kind), :key)"), params).scalar_one()
+        yield taken
+        if taken:
+            conn.execute(text("SELECT pg_advisory_unlock(hashtext(:kind), :key)"), params)
+    except BaseException:
+        conn.invalidate()
+        raise
+    finally:
+        conn.close()

@@ -69,6 +69,14 @@ def finish_image_set(context: JobContext, imageset_id: int) -> None:
             finishing.mark_failed(imageset_id, refused, detail=refused.detail)
 
 
+@procrastinate_app.task(name="finish_chunk", retry=BACKOFF, pass_context=True)
+def finish_chunk(context: JobContext, imageset_id: int, chunk: int) -> None:
+    """One listing page of a set's upload area (app.services.finishing): lets many workers share a big set."""
+    with one_run(context, finishing.chunk_lock(imageset_id), chunk,
+                 on_final_failure=lambda exc: finishing.mark_failed(imageset_id, exc)):
+        finishing.finish_chunk(imageset_id, chunk, should_stop=context.should_abort)
+
+
 @procrastinate_app.task(name="build_dataset", retry=BACKOFF, pass_context=True)
 def build_dataset(context: JobContext, dataset_id: int) -> None:
     """Export a dataset version's files and register them in Azure ML (app.services.datasets); idempotent."""

@@ -1,65 +1,54 @@
-"""Finishing an image set: every file of its upload area copied server-side into the image container, read
-there once (MD5, format, size, EXIF: facts about the bytes that are stored, never what the uploader
-claimed), de-duplicated by MD5 and catalogued; then the upload area is deleted.
+"""Finishing an image set, the dropbox's way into the ingest pipeline (app.ingest.pipeline): every file of its
+upload area is copied server-side into the image container, read there once (MD5, format, size, EXIF: facts
+about the bytes that are stored, never what the uploader claimed), judged by the set's rules, de-duplicated and
+catalogued; then the upload area is deleted.
 
 The uploader can write the upload area but not the image container, so checking the copy makes "what is
 stored is what was checked" true by construction, even for a file rewritten while finishing runs.
 
-Idempotent and resumable: a report row per file is written in the same transaction as its image, and
-files that already have one are skipped. Killed anywhere and run again, every file ends up recorded
-exactly once. Two runs never work on one set at once (the task holds app.jobs.exclusive's lock), and a
-run asked to stop gives up between batches, leaving the rest to its retry. One bad file is rejected with
-its reason; it never fails the set. Per batch: copy and read (parallel) -> decide duplicates (one query) ->
-one transaction of bulk inserts; copies that end up rejected or duplicate are deleted.
+Many workers share one set: `finish` lists the area page by page and records each page as a chunk (its
+continuation token and last name; no worker ever holds every name of a set) with a `finish_chunk` job for it,
+then works through the chunks itself, skipping those another worker holds. Whoever completes the last chunk
+takes the final step (mark finished, delete the upload area). A report row per file is written in the same
+transaction as its image: files that have one are skipped, so killed anywhere and run again, every file is
+recorded exactly once. One bad file is rejected with its reason; it never fails the set.
 """
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from azure.core.exceptions import ResourceNotFoundError
 from flask import current_app
-from sqlalchemy import select
+from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import DBAPIError
 
+from app import jobs
 from app.errors import WorkInterrupted, database_unavailable
 from app.extensions import db
-from app.models import FinishReport, Image, ImageSet, ImageSetMember
+from app.ingest import pipeline
+from app.ingest.pipeline import Outcome
+from app.ingest.rules import Rules
+from app.jobs.exclusive import try_exclusive
+from app.models import FinishChunk, FinishReport, ImageSet
 from app.services import image_sets
 from app.services.failures import record_failure, shown_to_users, summary
-from app.services.image_facts import LARGE_HEAD_BYTES, MIME_TYPES, TAIL_BYTES, Facts, Rejected, read_facts
+from app.services.image_facts import LARGE_HEAD_BYTES, MIME_TYPES, TAIL_BYTES
 from app.state import app_state
 from app.storage import BlobInfo
 from app.unit_of_work import unit_of_work
 
 logger = logging.getLogger(__name__)
 
-# A name becomes a path in the image container: no empty, "." or ".." segments, no control characters.
-_UNSAFE_NAME = re.compile(r"(^|/)\.{1,2}(/|$)|//|^/|\\|[\x00-\x1f\x7f]")
-
-
-@dataclass
-class Outcome:
-    blob: BlobInfo
-    path: str | None = None  # where its copy is, once copied
-    facts: Facts | None = None
-    md5: str | None = None
-    size: int | None = None  # of the stored copy
-    reason: str | None = None  # set when rejected
-    image_id: int | None = None
-    duplicate: bool = False
-
-    @property
-    def kind(self) -> str:
-        return "rejected" if self.reason else "duplicate" if self.duplicate else "accepted"
+CHUNK_LOCK = "finish_chunk"
 
 
 def finish(imageset_id: int, *, should_stop: Callable[[], bool] = lambda: False) -> None:
+    """The set's first job: plan its chunks (deferring a job for each), then work through them alongside
+    whichever workers take those jobs."""
     state = app_state()
     image_set = db.session.get(ImageSet, imageset_id)
     if image_set is None:
@@ -70,31 +59,137 @@ def finish(imageset_id: int, *, should_stop: Callable[[], bool] = lambda: False)
     if image_set.status != "finishing":
         logger.info("image set is not finishing; nothing to do", extra={"imageset_id": imageset_id})
         return
-    container, settings = image_set.upload_container, state.settings
+    db.session.rollback()
+    _plan(imageset_id, should_stop)
+    chunks = list(db.session.scalars(select(FinishChunk.chunk).where(
+        FinishChunk.imageset_id == imageset_id, FinishChunk.done.is_(False)).order_by(FinishChunk.chunk)))
+    db.session.rollback()
+    for chunk in chunks:
+        with try_exclusive(chunk_lock(imageset_id), chunk) as mine:
+            if mine:  # another worker holds it: its job will complete it
+                _work_chunk(imageset_id, chunk, should_stop)
+    _final_step_if_complete(imageset_id)
 
+
+def finish_chunk(imageset_id: int, chunk: int, *, should_stop: Callable[[], bool] = lambda: False) -> None:
+    """One chunk's job, run holding the chunk's lock (`chunk_lock`): complete what is left of it, and take the
+    final step if it was the last."""
+    _work_chunk(imageset_id, chunk, should_stop)
+    _final_step_if_complete(imageset_id)
+
+
+def chunk_lock(imageset_id: int) -> str:
+    """The advisory lock's name for the set's chunks (its key is the chunk number)."""
+    return f"{CHUNK_LOCK}:{imageset_id}"
+
+
+def _plan(imageset_id: int, should_stop: Callable[[], bool]) -> None:
+    """List the upload area page by page into chunk rows, each with its job, committed page by page; resumed
+    from the last chunk recorded. The total is set when the listing is complete. Chunks recorded before (a
+    retry after a failure) get their jobs again unless already done."""
+    state = app_state()
+    image_set = db.session.get(ImageSet, imageset_id)
+    container, page_size = image_set.upload_container, state.settings.finish_chunk_size
+    earlier = db.session.execute(select(FinishChunk.chunk, FinishChunk.continuation_token, FinishChunk.done)
+                                 .where(FinishChunk.imageset_id == imageset_id).order_by(FinishChunk.chunk)).all()
     with unit_of_work():
-        image_set.progress_total = state.storage.count_upload_area(container)
-    done = set(db.session.scalars(select(FinishReport.name).where(FinishReport.imageset_id == imageset_id)))
-
-    with ThreadPoolExecutor(settings.finish_concurrency, thread_name_prefix="finish") as pool:
-        batch: list[BlobInfo] = []
-        for blob in state.storage.list_upload_area(container):
-            if blob.name in done:
-                continue
-            batch.append(blob)
-            if len(batch) >= settings.finish_batch_size:
-                _stop_if_asked(should_stop, imageset_id)
-                _process(image_set, batch, pool)
-                batch = []
+        for chunk, _, done in earlier:
+            if not done:
+                _defer_chunk(imageset_id, chunk)
+    if image_set.progress_total is not None and earlier:
+        return
+    last = earlier[-1] if earlier else None
+    pages = state.storage.upload_area_pages(container, page_size=page_size,
+                                            continuation_token=last.continuation_token if last else None)
+    chunk = last.chunk if last else -1
+    for token, blobs in pages:
+        if last is not None and chunk == last.chunk and token == last.continuation_token:
+            continue  # the page the last chunk already holds
         _stop_if_asked(should_stop, imageset_id)
-        if batch:
-            _process(image_set, batch, pool)
-
+        if not blobs:
+            continue
+        chunk += 1
+        with unit_of_work():
+            db.session.add(FinishChunk(imageset_id=imageset_id, chunk=chunk, continuation_token=token,
+                                       last_name=blobs[-1].name, files=len(blobs)))
+            _defer_chunk(imageset_id, chunk)
     with unit_of_work():
-        image_set = db.session.get(ImageSet, imageset_id)
+        total = db.session.scalar(select(func.coalesce(func.sum(FinishChunk.files), 0))
+                                  .where(FinishChunk.imageset_id == imageset_id))
+        db.session.execute(update(ImageSet).where(ImageSet.id == imageset_id).values(progress_total=total))
+
+
+def _defer_chunk(imageset_id: int, chunk: int) -> None:
+    """A job for the chunk unless one is already waiting (the queueing lock), in a savepoint so a refusal
+    leaves the transaction usable."""
+    try:
+        with db.session.begin_nested():
+            jobs.defer("finish_chunk", queueing_lock=f"{CHUNK_LOCK}:{imageset_id}:{chunk}", imageset_id=imageset_id,
+                       chunk=chunk)
+    except jobs.AlreadyEnqueued:
+        pass
+
+
+def _work_chunk(imageset_id: int, chunk: int, should_stop: Callable[[], bool]) -> None:
+    state = app_state()
+    row = db.session.get(FinishChunk, (imageset_id, chunk))
+    image_set = db.session.get(ImageSet, imageset_id)
+    if row is None or row.done or image_set is None or image_set.status != "finishing":
+        db.session.rollback()
+        return
+    rules = image_sets.rules(image_set)
+    container, token, last_name = image_set.upload_container, row.continuation_token, row.last_name
+    db.session.rollback()
+    batch_size = state.settings.finish_batch_size
+    with ThreadPoolExecutor(state.settings.finish_concurrency, thread_name_prefix="finish") as pool:
+        for blobs in _chunk_files(container, token, last_name, page_size=state.settings.finish_chunk_size):
+            todo = _not_reported(imageset_id, blobs)
+            for start in range(0, len(todo), batch_size):
+                _stop_if_asked(should_stop, imageset_id)
+                _process(image_set, rules, todo[start:start + batch_size], pool)
+    with unit_of_work():
+        db.session.execute(update(FinishChunk).where(FinishChunk.imageset_id == imageset_id,
+                                                     FinishChunk.chunk == chunk).values(done=True))
+
+
+def _chunk_files(container: str, token: str | None, last_name: str, *, page_size: int):
+    """The chunk's files, page by page: from its token up to its last name (a file added to the area since
+    the chunk was recorded may push its names onto the next page; they are followed there)."""
+    for _, blobs in app_state().storage.upload_area_pages(container, page_size=page_size, continuation_token=token):
+        within = [blob for blob in blobs if blob.name <= last_name]
+        if within:
+            yield within
+        if len(within) < len(blobs):
+            return
+
+
+def _not_reported(imageset_id: int, blobs: list[BlobInfo]) -> list[BlobInfo]:
+    try:
+        done = set(db.session.scalars(select(FinishReport.name).where(
+            FinishReport.imageset_id == imageset_id, FinishReport.source == "dropbox",
+            FinishReport.name.in_([blob.name for blob in blobs]))))
+    finally:
+        db.session.rollback()
+    return [blob for blob in blobs if blob.name not in done]
+
+
+def _final_step_if_complete(imageset_id: int) -> None:
+    """When the listing is complete and every chunk done: finished, and the upload area deleted. Checked after
+    each chunk's commit, so the worker completing the last chunk always sees it; doing it twice is harmless."""
+    with unit_of_work():
+        image_set = db.session.scalar(select(ImageSet).where(ImageSet.id == imageset_id)
+                                      .with_for_update(of=ImageSet))
+        if image_set is None or image_set.status != "finishing" or image_set.progress_total is None:
+            return
+        open_chunks = db.session.scalar(select(func.count()).select_from(FinishChunk).where(
+            FinishChunk.imageset_id == imageset_id, FinishChunk.done.is_(False)))
+        if open_chunks:
+            return
         image_set.status, image_set.date_finished = "finished", datetime.now(timezone.utc)
-    state.storage.delete_upload_area(container)
-    logger.info("image set finished", extra={"imageset_id": imageset_id, **image_sets.progress(image_set)})
+        container = image_set.upload_container
+        progress = image_sets.progress(image_set)
+    app_state().storage.delete_upload_area(container)
+    logger.info("image set finished", extra={"imageset_id": imageset_id, **progress})
 
 
 def _stop_if_asked(should_stop: Callable[[], bool], imageset_id: int) -> None:
@@ -110,47 +205,31 @@ def mark_failed(imageset_id: int, exc: BaseException, *, detail: str | None = No
                    detail=detail, limit=500)
 
 
-def _examine(blob: BlobInfo, container: str, folder: str) -> Outcome:
+def _examine(blob: BlobInfo, container: str, folder: str, rules: Rules) -> Outcome:
     """Copy the file into the image container, then read the copy once: whatever the outcome, every fact
-    comes from the bytes that are stored. A rejected file's copy is removed again."""
+    comes from the bytes that are stored."""
     state = app_state()
-    settings, storage = state.settings, state.storage
-    if _UNSAFE_NAME.search(blob.name) or len(blob.name) > 1024:
-        return Outcome(blob, reason="unsafe file name: empty, '.' or '..' path segments, a leading slash, a "
-                                    "backslash or control characters")
-    if blob.size == 0:
-        return Outcome(blob, reason="empty file")
-    if blob.size > settings.max_image_bytes:
-        return Outcome(blob, reason=f"too large: {blob.size:,} bytes (limit {settings.max_image_bytes:,})")
-    outcome = Outcome(blob, path=f"{folder}/{blob.name}")
+    outcome = Outcome(blob.name)
+    outcome.reason = pipeline.unsafe_name(blob.name) or pipeline.size_violation(blob.size, rules)
+    if outcome.reason:
+        outcome.size = blob.size
+        return outcome
+    outcome.path = f"{folder}/{blob.name}"
     try:
-        storage.copy_into_images(container, blob.name, outcome.path)
-        stored = storage.read_image_through(outcome.path, head_limit=LARGE_HEAD_BYTES, tail_size=TAIL_BYTES)
+        state.storage.copy_into_images(container, blob.name, outcome.path)
+        stored = state.storage.read_image_through(outcome.path, head_limit=LARGE_HEAD_BYTES, tail_size=TAIL_BYTES)
     except ResourceNotFoundError:
-        outcome.reason = "the file disappeared from the upload area while it was being finished"
+        outcome.failure = "the file disappeared from the upload area while it was being finished"
         return outcome
-    outcome.md5, outcome.size = stored.md5, stored.size
-    if stored.size == 0 or stored.size > settings.max_image_bytes:  # rewritten after it was listed
-        outcome.reason = "empty file" if stored.size == 0 else (
-            f"too large: {stored.size:,} bytes (limit {settings.max_image_bytes:,})")
-        return outcome
-    try:
-        outcome.facts = read_facts(stored.head, stored.tail, stored.size, allowed_formats=settings.image_formats,
-                                   max_pixels=settings.max_image_pixels)
-    except Rejected as rejected:
-        outcome.reason = str(rejected)
-        return outcome
-    except Exception as exc:  # a reader bug on a hostile file rejects that file, never the set
-        logger.warning("image could not be read", extra={"name": blob.name, "reason": summary(exc)})
-        outcome.reason = f"unreadable image ({type(exc).__name__})"
-        return outcome
-    # Served as what it is: the detected format's type and the computed MD5, never the uploader's headers.
-    storage.describe_image(outcome.path, stored,
-                           content_type=MIME_TYPES.get(outcome.facts.filetype, "application/octet-stream"))
+    pipeline.judge(outcome, pipeline.Bytes(stored.md5, stored.size, stored.head, stored.tail), rules,
+                   max_pixels=state.settings.max_image_pixels)
+    if outcome.candidate:  # served as what it is: the detected format's type and the computed MD5
+        state.storage.describe_image(outcome.path, stored, content_type=MIME_TYPES.get(
+            outcome.facts.filetype, "application/octet-stream"))
     return outcome
 
 
-def _process(image_set: ImageSet, batch: list[BlobInfo], pool: ThreadPoolExecutor) -> None:
+def _process(image_set: ImageSet, rules: Rules, batch: list[BlobInfo], pool: ThreadPoolExecutor) -> None:
     """One batch: copies and reads in parallel, then its rows in one transaction. Should the rows not go
     in as a batch (a value the database refuses), each file is recorded alone and the one that cannot be
     is rejected with why; copies that were not catalogued are removed, whatever happened."""
@@ -158,13 +237,11 @@ def _process(image_set: ImageSet, batch: list[BlobInfo], pool: ThreadPoolExecuto
     storage = app_state(app).storage
     container, folder, imageset_id = image_set.upload_container, image_set.blobstorage_path, image_set.id
 
-    def in_app(fn):
-        def run(*args):
-            with app.app_context():
-                return fn(*args)
-        return run
+    def in_app(blob):
+        with app.app_context():
+            return _examine(blob, container, folder, rules)
 
-    outcomes = list(pool.map(in_app(lambda blob: _examine(blob, container, folder)), batch))
+    outcomes = list(pool.map(in_app, batch))
     try:
         try:
             with unit_of_work():
@@ -178,7 +255,7 @@ def _process(image_set: ImageSet, batch: list[BlobInfo], pool: ThreadPoolExecuto
                 _record_alone(imageset_id, outcome)
     finally:  # rejected, duplicate, or never recorded: no copy stays without its catalogue row
         try:
-            _remove_uncatalogued(storage, [o.path for o in outcomes if o.path], pool)
+            list(pool.map(storage.delete_image, pipeline.uncatalogued([o.path for o in outcomes if o.path])))
         except Exception as exc:  # the database or storage is down: the retry copies these paths again
             logger.warning("could not remove this batch's uncatalogued copies yet", extra={"reason": summary(exc)})
 
@@ -191,73 +268,37 @@ def _record_alone(imageset_id: int, outcome: Outcome) -> None:
         if database_unavailable(exc):
             raise
         outcome.facts, outcome.duplicate, outcome.image_id = None, False, None
-        logger.warning("a file could not be catalogued", extra={"name": outcome.blob.name, "reason": summary(exc)})
+        logger.warning("a file could not be catalogued", extra={"name": outcome.name, "reason": summary(exc)})
         outcome.reason = f"could not be catalogued: {shown_to_users(exc)}"  # the database's words stay in the log
         with unit_of_work():
             _record(imageset_id, [outcome])
 
 
 def _record(imageset_id: int, outcomes: list[Outcome]) -> None:
-    """Duplicates decided in one query, new images inserted, memberships and report rows written."""
-    candidates = [o for o in outcomes if o.facts and not o.reason]
-    for outcome in candidates:
-        outcome.duplicate, outcome.image_id = False, None
-    # Duplicates: already in the store, or an earlier file of this batch with the same bytes.
-    existing = dict(db.session.execute(select(Image.md5, Image.id).where(
-        Image.md5.in_([o.md5 for o in candidates]))).all()) if candidates else {}
-    first_of = {}
-    for outcome in candidates:
-        if outcome.md5 in existing:
-            outcome.duplicate, outcome.image_id = True, existing[outcome.md5]
-        elif outcome.md5 in first_of:
-            outcome.duplicate = True
-        else:
-            first_of[outcome.md5] = outcome
-    new = list(first_of.values())
-    if new:
-        inserted = dict(db.session.execute(pg_insert(Image).values([_image_row(o, imageset_id) for o in new])
-                                           .on_conflict_do_nothing().returning(Image.md5, Image.id)).all())
-        lost = [o for o in new if o.md5 not in inserted]  # another set finished the same bytes meanwhile
-        if lost:
-            winners = dict(db.session.execute(select(Image.md5, Image.id).where(
-                Image.md5.in_([o.md5 for o in lost]))).all())
-            for outcome in lost:
-                outcome.duplicate, outcome.image_id = True, winners.get(outcome.md5)
-        for outcome in new:
-            if not outcome.duplicate:
-                outcome.image_id = inserted[outcome.md5]
-    for outcome in candidates:
-        if outcome.duplicate and outcome.image_id is None:
-            outcome.image_id = first_of[outcome.md5].image_id
-
-    members = {o.image_id for o in candidates if o.image_id}
-    if members:
-        db.session.execute(pg_insert(ImageSetMember).values(
-            [{"imageset_id": imageset_id, "image_id": image_id} for image_id in members]).on_conflict_do_nothing())
-    db.session.execute(pg_insert(FinishReport).values([{
-        "imageset_id": imageset_id, "name": o.blob.name, "filesize": o.size if o.size is not None else o.blob.size,
-        "image_id": o.image_id, "outcome": o.kind, "reason": o.reason,
-    } for o in outcomes]).on_conflict_do_nothing())
-    image_sets.refresh_progress(imageset_id)
+    pipeline.record(imageset_id, outcomes, source="dropbox", report=lambda o: report_rows(imageset_id, o, "dropbox"))
 
 
-def _remove_uncatalogued(storage, paths: list[str], pool: ThreadPoolExecutor) -> None:
-    """Delete the copies no image row names. A copy the catalogue points at belongs to whoever recorded it
-    (this run, or one before it), never to be deleted here."""
-    if not paths:
-        return
-    try:
-        kept = set(db.session.scalars(select(Image.blobstorage_path).where(Image.blobstorage_path.in_(paths))))
-    finally:
-        db.session.rollback()  # a read only: leave no transaction open
-    list(pool.map(storage.delete_image, [path for path in paths if path not in kept]))
-
-
-def _image_row(outcome: Outcome, imageset_id: int) -> dict:
-    facts = outcome.facts
-    return {
-        "imageset_id": imageset_id, "blobstorage_path": outcome.path, "md5": outcome.md5,
-        "filetype": facts.filetype, "filesize": outcome.size, "width": facts.width, "height": facts.height,
-        "date_taken": facts.date_taken, "lat": facts.lat, "lon": facts.lon, "camera_make": facts.camera_make,
-        "camera_model": facts.camera_model, "exif": facts.exif or None,
-    }
+def report_rows(imageset_id: int, outcomes: list[Outcome], source: str) -> list[Outcome]:
+    """The set's report rows (a dropbox file's row is its resume marker: one per name), and the set's progress
+    counters moved by the rows actually written."""
+    if not outcomes:
+        return []
+    insert = pg_insert(FinishReport).values([{
+        "imageset_id": imageset_id, "name": o.name, "source": source, "filesize": o.size, "image_id": o.image_id,
+        "outcome": o.kind, "reason": o.reason or o.failure,
+    } for o in outcomes])
+    if source != "dropbox":  # a direct upload's name may repeat: every file is a row
+        db.session.execute(insert)
+        return outcomes
+    written_names = set(db.session.scalars(insert.on_conflict_do_nothing(
+        index_elements=["imageset_id", "name"], index_where=FinishReport.source == "dropbox",
+    ).returning(FinishReport.name)))
+    written = [o for o in outcomes if o.name in written_names]
+    if written:
+        kinds = [o.kind for o in written]
+        db.session.execute(update(ImageSet).where(ImageSet.id == imageset_id).values(
+            progress_accepted=ImageSet.progress_accepted + kinds.count("accepted"),
+            progress_duplicates=ImageSet.progress_duplicates + kinds.count("duplicate"),
+            progress_rejected=ImageSet.progress_rejected + kinds.count("rejected"),
+            progress_failed=ImageSet.progress_failed + kinds.count("failed")))
+    return written

@@ -157,13 +157,3 @@ def progress(image_set: ImageSet) -> dict:
 
 def rules(image_set: ImageSet) -> ingest_rules.Rules:
     return ingest_rules.effective(image_set.validation, app_state().settings)
-
-
-def refresh_progress(imageset_id: int) -> None:
-    """Counters from the report rows themselves, so a resumed run never double counts."""
-    counts = dict(db.session.execute(select(FinishReport.outcome, func.count()).where(
-        FinishReport.imageset_id == imageset_id).group_by(FinishReport.outcome)).all())
-    db.session.execute(ImageSet.__table__.update().where(ImageSet.id == imageset_id).values(
-        progress_accepted=counts.get("accepted", 0), progress_duplicates=counts.get("duplicate", 0),
-        progress_rejected=counts.get("rejected", 0)))
-

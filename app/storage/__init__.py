@@ -233,8 +233,27 @@ class BlobStorage:
         for blob in self._listing(container, lambda area: area.list_blobs()):
             yield BlobInfo(blob.name, blob.size)
 
-    def count_upload_area(self, container: str) -> int:
-        return sum(1 for _ in self._listing(container, lambda area: area.list_blob_names()))
+    def upload_area_pages(self, container: str, *, page_size: int,
+                          continuation_token: str | None = None) -> Iterator[tuple[str | None, list[BlobInfo]]]:
+        """The area's listing page by page from `continuation_token` (None: the start), each page with the token
+        that lists it again: a page is a unit of work that any worker can find again later."""
+        def pages(area):
+            paged = area.list_blobs(results_per_page=page_size).by_page(continuation_token=continuation_token)
+            token = continuation_token
+            for page in paged:
+                yield token, [BlobInfo(blob.name, blob.size) for blob in page]
+                token = paged.continuation_token
+                if not token:
+                    return
+
+        yield from self._listing(container, pages)
+
+    def put_image(self, path: str, stream, *, length: int, content_type: str, md5_hex: str) -> None:
+        """Store bytes the service holds (a direct upload, a fetched URL) in the image container, with the
+        Content-Type and Content-MD5 the service worked out from them."""
+        self.container_client.upload_blob(
+            path, stream, length=length, overwrite=True, max_concurrency=2,
+            content_settings=ContentSettings(content_type=content_type, content_md5=bytearray.fromhex(md5_hex)))
 
     def _listing(self, container: str, pages) -> Iterator:
         """What `pages(area)` lists; nothing when the area is gone. A listing that fails while the area itself
