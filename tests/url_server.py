@@ -1,7 +1,7 @@
 """A loopback HTTP server for URL import tests and benches: what each path answers is set by the test.
 
-    with UrlServer() as server:                     # 127.0.0.1, a free port, HTTP/1.1 keep-alive, one thread per
-        url = server.add("/a.png", png_bytes)      #   connection; add/redirect return the full URL
+    with UrlServer() as server:                     # 127.0.0.1, a free port, HTTP/1.1 keep-alive, asyncio on a
+        url = server.add("/a.png", png_bytes)      #   thread of its own; add/redirect return the full URL
         server.add("/copy.png", png_bytes)         # the same bytes under another URL (a duplicate)
         server.add("/flaky.png", png_bytes, fail_first=1)                    # 500 once, then the bytes
         server.add("/busy.png", png_bytes, fail_first=1, fail_status=429, retry_after=1)
@@ -29,6 +29,8 @@ In another process (a bench, so the server does not share the GIL with the clien
 from __future__ import annotations
 
 import argparse
+import asyncio
+import socket
 import subprocess
 import sys
 import threading
@@ -37,7 +39,7 @@ from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http import HTTPStatus
 from pathlib import Path
 
 from tests import images
@@ -77,21 +79,38 @@ class UrlServer:
         self.hits: Counter = Counter()
         self.requests: list[Seen] = []
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer((host, 0), _handler(self))
-        self._server.daemon_threads = True
-        self._server.block_on_close = False
-        self.port = self._server.server_address[1]
+        self._socket = socket.create_server((host, 0), backlog=1024)
+        self.port = self._socket.getsockname()[1]
         self.base_url = f"http://{host}:{self.port}"
+        self._loop = asyncio.new_event_loop()
         self._thread: threading.Thread | None = None
 
     def start(self) -> "UrlServer":
-        self._thread = threading.Thread(target=self._server.serve_forever, name="url-server", daemon=True)
+        started = threading.Event()
+
+        def run() -> None:
+            asyncio.set_event_loop(self._loop)
+            self._server = self._loop.run_until_complete(asyncio.start_server(self._serve, sock=self._socket))
+            started.set()
+            self._loop.run_forever()
+
+        self._thread = threading.Thread(target=run, name="url-server", daemon=True)
         self._thread.start()
+        started.wait(10)
         return self
 
     def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        async def close() -> None:
+            self._server.close()
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            self._loop.stop()
+
+        asyncio.run_coroutine_threadsafe(close(), self._loop)
+        self._thread.join(10)
+        self._loop.close()
 
     def __enter__(self) -> "UrlServer":
         return self.start()
@@ -135,54 +154,53 @@ class UrlServer:
             most = max(most, current)
         return most
 
-
-def _handler(server: UrlServer) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def log_message(self, *args):
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """HTTP/1.1 GET requests on one connection, kept alive until the client or a route closes it."""
+        try:
+            while True:
+                head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+                path = head[0].split(" ")[1].split("?", 1)[0]
+                headers = {name.strip().title(): value.strip()
+                           for name, _, value in (line.partition(":") for line in head[1:] if line)}
+                seen = Seen(path, headers.get("Host", "").rsplit(":", 1)[0].strip("[]"), headers, time.monotonic())
+                with self._lock:
+                    self.hits[path] += 1
+                    count = self.hits[path]
+                    self.requests.append(seen)
+                try:
+                    keep = await self._answer(writer, self.routes.get(path), count)
+                finally:
+                    seen.end = time.monotonic()
+                if not keep or headers.get("Connection", "").lower() == "close":
+                    break
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError, IndexError):
             pass
+        finally:
+            writer.close()
 
-        def do_GET(self):
-            path = self.path.split("?", 1)[0]
-            seen = Seen(path, (self.headers.get("Host") or "").rsplit(":", 1)[0].strip("[]"),
-                        dict(self.headers.items()), time.monotonic())
-            with server._lock:
-                server.hits[path] += 1
-                count = server.hits[path]
-                server.requests.append(seen)
-            try:
-                self._answer(server.routes.get(path), count)
-            except (BrokenPipeError, ConnectionResetError):
-                self.close_connection = True
-            finally:
-                seen.end = time.monotonic()
+    async def _answer(self, writer: asyncio.StreamWriter, route: Route | None, count: int) -> bool:
+        if route is None:
+            return await _send(writer, 404, b"not found", "text/plain", {})
+        if route.delay:
+            await asyncio.sleep(route.delay)
+        if count <= route.fail_first:
+            extra = {"Retry-After": f"{route.retry_after:g}"} if route.retry_after is not None else {}
+            return await _send(writer, route.fail_status, b"try again", "text/plain", extra)
+        return await _send(writer, route.status, route.body, route.content_type, route.headers, route.content_length)
 
-        def _answer(self, route: Route | None, count: int) -> None:
-            if route is None:
-                return self._send(404, b"not found", "text/plain", {})
-            if route.delay:
-                time.sleep(route.delay)
-            if count <= route.fail_first:
-                extra = {"Retry-After": f"{route.retry_after:g}"} if route.retry_after is not None else {}
-                return self._send(route.fail_status, b"try again", "text/plain", extra)
-            self._send(route.status, route.body, route.content_type, route.headers, route.content_length)
 
-        def _send(self, status: int, body: bytes, content_type: str, headers: dict, length: bool = True) -> None:
-            self.send_response(status)
-            self.send_header("Content-Type", content_type)
-            for name, value in headers.items():
-                self.send_header(name, value)
-            if length:
-                self.send_header("Content-Length", str(len(body)))
-            else:
-                self.send_header("Connection", "close")
-                self.close_connection = True
-            self.end_headers()
-            for start in range(0, len(body), 65536):
-                self.wfile.write(body[start:start + 65536])
-
-    return Handler
+async def _send(writer: asyncio.StreamWriter, status: int, body: bytes, content_type: str, headers: dict,
+                length: bool = True) -> bool:
+    """One response, its head and first bytes in one write; whether the connection stays open."""
+    lines = [f"HTTP/1.1 {status} {HTTPStatus(status).phrase}", f"Content-Type: {content_type}",
+             *(f"{name}: {value}" for name, value in headers.items()),
+             f"Content-Length: {len(body)}" if length else "Connection: close"]
+    writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body[:65536])
+    for start in range(65536, len(body), 65536):
+        await writer.drain()
+        writer.write(body[start:start + 65536])
+    await writer.drain()
+    return length
 
 
 @contextmanager
