@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import ssl
 import time
 from dataclasses import replace
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
+import trustme
 
 from app import __version__
 from app.embedded.ports import free_port
 from app.ingest.fetch import FetchOptions, address_refusal, fetch_many, options_from
 from app.settings import load
 from tests import images
+from tests.https_standin import serve_https, stop
 from tests.url_server import UrlServer
 
 ALLOW = " (set URL_IMPORT_ALLOW_PRIVATE_NETWORKS to allow)"
@@ -138,10 +142,10 @@ def test_the_guard_refuses_private_addresses_by_default(server, tmp_path):
 
 
 def test_metadata_addresses_are_refused_even_when_private_networks_are_allowed(server, tmp_path):
-    [got] = fetch([server.redirect("/meta", "http://169.254.169.254/latest/meta-data/")], tmp_path)
-    assert (got.outcome, got.http_status, got.final_url) == ("rejected", 302, "http://169.254.169.254/latest/meta-data/")
-    assert got.reason == ("refused: 169.254.169.254 is a cloud metadata address "
-                          "(redirected to http://169.254.169.254/latest/meta-data/)")
+    metadata = "http://169.254.169.254/latest/meta-data/"
+    [got] = fetch([server.redirect("/meta", metadata)], tmp_path)
+    assert (got.outcome, got.http_status, got.final_url) == ("rejected", 302, metadata)
+    assert got.reason == f"refused: 169.254.169.254 is a cloud metadata address (redirected to {metadata})"
 
 
 def test_the_guard_checks_again_after_a_redirect_from_a_public_host(server, tmp_path):
@@ -159,6 +163,35 @@ def test_the_guard_checks_again_after_a_redirect_from_a_public_host(server, tmp_
     assert to_v6_loopback.outcome == "rejected" and to_v6_loopback.reason.startswith(
         "refused: ::1 is a loopback address")
     assert server.hits["/a.png"] == 1
+
+
+def test_https_verifies_the_host_name_while_connecting_to_the_checked_address(tmp_path):
+    ca = trustme.CA()
+    server_side = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ca.issue_cert("localhost").configure_cert(server_side)
+    client_side = ssl.create_default_context()
+    ca.configure_trust(client_side)
+
+    class Picture(BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(PICTURE)))
+            self.end_headers()
+            self.wfile.write(PICTURE)
+
+        def log_message(self, *args):
+            pass
+
+    server = serve_https(server_side, Picture, "url-fetch-tls")
+    try:
+        port = server.server_address[1]
+        by_name, by_address = fetch([f"https://localhost:{port}/a.png", f"https://127.0.0.1:{port}/a.png"], tmp_path,
+                                    replace(OPTIONS, ssl_context=client_side))
+    finally:
+        stop(server)
+    assert (by_name.outcome, by_name.path.read_bytes()) == (None, PICTURE)
+    assert (by_address.outcome, by_address.reason) == (  # the certificate names localhost only
+        "failed", "TLS: IP address mismatch, certificate is not valid for '127.0.0.1'.")
 
 
 @pytest.mark.parametrize("address, expected", [

@@ -25,6 +25,7 @@ import hashlib
 import ipaddress
 import queue
 import socket
+import ssl
 import sys
 import tempfile
 import threading
@@ -73,6 +74,7 @@ class FetchOptions:
     # What the guard says of an address: None to let it through, else what it is ("a loopback address ...").
     # Unset: address_refusal under allow_private_networks. Tests inject one to treat the loopback server as public.
     address_check: Callable[[IPAddress], str | None] | None = None
+    ssl_context: ssl.SSLContext | None = None  # unset: httpx's (certifi's CAs); tests trust their own CA
 
     def refusal(self, ip: IPAddress) -> str | None:
         if self.address_check is not None:
@@ -202,9 +204,9 @@ class _GuardedTransport(httpx.AsyncHTTPTransport):
         super().__init__(trust_env=False, limits=limits)
         assert isinstance(self._pool, httpcore.AsyncConnectionPool)
         self._pool = httpcore.AsyncConnectionPool(
-            ssl_context=httpx.create_ssl_context(trust_env=False), max_connections=limits.max_connections,
-            max_keepalive_connections=limits.max_keepalive_connections, keepalive_expiry=limits.keepalive_expiry,
-            network_backend=_GuardedBackend(options))
+            ssl_context=options.ssl_context or httpx.create_ssl_context(trust_env=False),
+            max_connections=limits.max_connections, max_keepalive_connections=limits.max_keepalive_connections,
+            keepalive_expiry=limits.keepalive_expiry, network_backend=_GuardedBackend(options))
 
 
 @dataclass
@@ -291,6 +293,8 @@ class _Fetcher:
             except httpx.TimeoutException:
                 return _Retry("timed out", f"read timeout {self.options.read_timeout:g} s", status, current)
             except httpx.TransportError as exc:
+                if _caused_by(exc, ssl.SSLCertVerificationError):  # another try would not do better
+                    return ended("failed", f"TLS: {_caused_by(exc, ssl.SSLCertVerificationError).verify_message}")
                 return _Retry("connection failed", str(exc) or type(exc).__name__, status, current)
         return ended("failed", f"too many redirects (more than {self.options.max_redirects})")
 
@@ -319,6 +323,12 @@ class _Fetcher:
         finally:
             if not kept:
                 path.unlink(missing_ok=True)
+
+
+def _caused_by(error: BaseException | None, kind: type[BaseException]) -> BaseException | None:
+    while error is not None and not isinstance(error, kind):
+        error = error.__cause__ or error.__context__
+    return error
 
 
 def _retry_after(value: str | None) -> float | None:
