@@ -108,7 +108,7 @@ def test_redirects_are_followed_up_to_the_limit(server, tmp_path):
 
 def test_a_body_over_the_limit_is_refused_by_its_length_or_while_it_streams(server, tmp_path):
     body = b"x" * 300_000
-    declared, streamed, exact = fetch([server.add("/big", body), server.add("/big-chunked", body, content_length=False),
+    declared, streamed, exact = fetch([server.add("/big", body), server.add("/big-unsized", body, content_length=False),
                                        server.add("/exact", body[:100_000], content_length=False)], tmp_path)
     assert (declared.outcome, declared.reason) == ("rejected", "too large: Content-Length 300,000 is more than "
                                                                "100,000 bytes")

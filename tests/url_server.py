@@ -7,7 +7,7 @@
         server.add("/busy.png", png_bytes, fail_first=1, fail_status=429, retry_after=1)
         server.add("/slow.png", png_bytes, delay=2.0)                        # headers only after 2 s
         server.add("/big", b"x" * 10**6)                                      # with Content-Length
-        server.add("/big-chunked", b"x" * 10**6, content_length=False)        # none: the body ends at close
+        server.add("/big-unsized", b"x" * 10**6, content_length=False)        # none: the body ends at close
         server.add("/text", b"hello", content_type="text/plain")              # a non-image
         server.redirect("/r", "/a.png")            # 302 (relative or absolute Location)
         server.redirect_chain("/chain", 7, "/a.png")  # /chain/1 -> /chain/2 ... -> /chain/7 -> /a.png
