@@ -98,6 +98,16 @@ class Settings(BaseSettings):
     worker_hard_stop_margin_seconds: float = Field(10.0, ge=0)  # then this long to stop between batches, or exit
     migrate_wait_seconds: float = Field(60.0, ge=0, le=3600)  # `migrate` retries an unreachable database this long
 
+    # --- URL import (app/ingest/fetch.py); the largest body is max_image_bytes
+    url_import_concurrency: int = Field(32, ge=1, le=512)  # fetches in flight per worker job
+    url_import_per_host: int = Field(8, ge=1, le=512)  # of those, to one host
+    url_import_connect_timeout_seconds: float = Field(5.0, gt=0, le=120)
+    url_import_read_timeout_seconds: float = Field(20.0, gt=0, le=600)  # the longest silence while reading
+    url_import_max_redirects: int = Field(5, ge=0, le=20)
+    url_import_retries: int = Field(3, ge=0, le=10)  # tries after the first, on timeouts, connection errors, 429, 5xx
+    url_import_backoff_seconds: float = Field(0.5, ge=0, le=60)  # doubled before each further retry
+    url_import_allow_private_networks: bool = False  # let URLs reach loopback, private and link-local addresses
+
     @field_validator("db_connection_string")
     @classmethod
     def _postgres_url(cls, value: str | None) -> str | None:
