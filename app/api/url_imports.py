@@ -1,8 +1,4 @@
-"""Direct upload and URL import (app.ingest)."""
-
-
-def upload(imageset_id, body=None):
-    raise NotImplementedError("being built")
+"""URL imports (app.ingest.url_imports)."""
 
 
 def list_imports(imageset_id, page=1, per_page=50):
