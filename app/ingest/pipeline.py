@@ -30,7 +30,8 @@ from app.extensions import db
 from app.ingest.rules import Rules, violation
 from app.models import Image, ImageSetMember
 from app.services.failures import summary
-from app.services.image_facts import LARGE_HEAD_BYTES, TAIL_BYTES, Facts, Rejected, read_facts
+from app.state import app_state
+from app.services.image_facts import LARGE_HEAD_BYTES, MIME_TYPES, TAIL_BYTES, Facts, Rejected, read_facts
 
 logger = logging.getLogger(__name__)
 
@@ -124,6 +125,27 @@ def judge(outcome: Outcome, stored: Bytes, rules: Rules, *, max_pixels: int) -> 
     outcome.reason = violation(outcome.facts, stored.size, rules)
     if outcome.reason:
         outcome.facts = None
+    return outcome
+
+
+def take_local(outcome: Outcome, stream: BinaryIO, rules: Rules, *, folder: str, max_pixels: int) -> Outcome:
+    """The way in for bytes the service holds itself (a direct upload, a fetched URL): read once (MD5, size,
+    facts), judged, and when they are a new image stored at `<folder>/<md5>.<format>` with the Content-Type and
+    Content-MD5 worked out from them (a retry writes the same path again). Bytes of a known image are not
+    stored again. The caller then `record`s the outcome and removes what `uncatalogued` names."""
+    stream.seek(0)
+    judge(outcome, read_file(stream), rules, max_pixels=max_pixels)
+    if not outcome.candidate:
+        return outcome
+    known = known_images([outcome.md5])
+    if outcome.md5 in known:
+        outcome.duplicate, outcome.image_id = True, known[outcome.md5]
+        return outcome
+    outcome.path = f"{folder}/{outcome.md5}.{outcome.facts.filetype}"
+    stream.seek(0)
+    app_state().storage.put_image(outcome.path, stream, length=outcome.size,
+                                  content_type=MIME_TYPES.get(outcome.facts.filetype, "application/octet-stream"),
+                                  md5_hex=outcome.md5)
     return outcome
 
 
