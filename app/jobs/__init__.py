@@ -13,6 +13,8 @@ import socket
 
 import procrastinate
 from procrastinate.contrib.sqlalchemy import SQLAlchemyPsycopg2Connector
+from procrastinate.jobs import JobDeferrer
+from procrastinate.manager import JobManager
 
 from app import logs
 from app.extensions import db
@@ -20,7 +22,12 @@ from app.extensions import db
 logger = logging.getLogger(__name__)
 
 TASKS_MODULE = "app.jobs.tasks"
-procrastinate_app = procrastinate.App(connector=SQLAlchemyPsycopg2Connector(), import_paths=[TASKS_MODULE])
+RENDER_TASKS_MODULE = "app.jobs.render_tasks"
+_ON_TRANSACTION = SQLAlchemyPsycopg2Connector()
+procrastinate_app = procrastinate.App(connector=_ON_TRANSACTION, import_paths=[TASKS_MODULE, RENDER_TASKS_MODULE])
+# Deferring always goes through the SQLAlchemy connector, also inside a job: the worker swaps the app's connector
+# for its async psycopg one, which cannot write on the job's SQLAlchemy transaction.
+_deferring = JobManager(_ON_TRANSACTION)
 logs.use_task_lookup(procrastinate_app.tasks.get)  # the failed-attempt log line shows the retry time
 
 
@@ -41,9 +48,10 @@ def app_context_middleware(flask_app):
 
 def defer(task_name: str, *, lock: str | None = None, **kwargs) -> int:
     """Defer the task called `task_name` inside the current database transaction: it runs only if the
-    caller commits."""
-    return procrastinate_app.configure_task(task_name, allow_unknown=False, lock=lock,
-                                            connection=db.session.connection()).defer(**kwargs)
+    caller commits (a request, or a job's step)."""
+    configured = procrastinate_app.configure_task(task_name, allow_unknown=False, lock=lock,
+                                                  connection=db.session.connection())
+    return JobDeferrer(_deferring, configured.job, connection=configured.connection).defer(**kwargs)
 
 
 def load_tasks() -> None:

@@ -30,7 +30,7 @@ from sqlalchemy.exc import DBAPIError
 from app.errors import WorkInterrupted, database_unavailable
 from app.extensions import db
 from app.models import FinishReport, Image, ImageSet, ImageSetMember
-from app.services import image_sets
+from app.services import image_sets, renditions
 from app.services.failures import record_failure, shown_to_users, summary
 from app.services.image_facts import LARGE_HEAD_BYTES, MIME_TYPES, TAIL_BYTES, Facts, Rejected, read_facts
 from app.state import app_state
@@ -226,6 +226,7 @@ def _record(imageset_id: int, outcomes: list[Outcome]) -> None:
         for outcome in new:
             if not outcome.duplicate:
                 outcome.image_id = inserted[outcome.md5]
+        renditions.defer_for(inserted.values())  # made by a job once this batch commits
     for outcome in candidates:
         if outcome.duplicate and outcome.image_id is None:
             outcome.image_id = first_of[outcome.md5].image_id
