@@ -31,6 +31,12 @@ logger = logging.getLogger(__name__)
 TASK = "make_renditions"
 RENDER_CONCURRENCY = 4  # images read and rendered at once by one job: each holds one decoded image
 _ALL = list(render.NAMES)
+# A union with what the row holds when the UPDATE runs (it re-reads a row another run changed meanwhile): two runs
+# at once both end with every name, none twice.
+_ADD_NAMES = text(
+    "UPDATE images SET renditions = ARRAY(SELECT DISTINCT unnest(renditions || CAST(:names AS varchar(32)[]))"
+    " ORDER BY 1) WHERE id = ANY(:ids)"
+).bindparams(bindparam("names", type_=ARRAY(String)), bindparam("ids", type_=ARRAY(Integer)))
 
 
 def defer_for(image_ids: Iterable[int]) -> None:
@@ -48,10 +54,11 @@ def make(image_ids: list[int], *, should_stop: Callable[[], bool] = lambda: Fals
     db.session.rollback()  # a read only: hold no transaction while rendering
     if not wanted:
         return 0
-    app = current_app._get_current_object()
+    app, stopped = current_app._get_current_object(), []
 
     def one(row) -> int | None:
         if should_stop():
+            stopped.append(row.id)
             return None
         with app.app_context():
             return row.id if _render_and_store(row.id, row.blobstorage_path) else None
@@ -60,13 +67,9 @@ def make(image_ids: list[int], *, should_stop: Callable[[], bool] = lambda: Fals
         made = [image_id for image_id in pool.map(one, wanted) if image_id is not None]
     if made:
         with unit_of_work():
-            db.session.execute(text(
-                "UPDATE images SET renditions = ARRAY(SELECT DISTINCT unnest(renditions || CAST(:names AS varchar(32)[])) "
-                "ORDER BY 1) WHERE id = ANY(:ids)").bindparams(bindparam("names", type_=ARRAY(String)),
-                                                               bindparam("ids", type_=ARRAY(Integer))),
-                {"names": _ALL, "ids": made})
+            db.session.execute(_ADD_NAMES, {"names": _ALL, "ids": made})
     logger.info("renditions made", extra={"images": len(made), "asked": len(image_ids)})
-    if should_stop() and len(made) < len(wanted):
+    if stopped:
         raise WorkInterrupted("making renditions was stopped; the rest is made on retry")
     return len(made)
 
