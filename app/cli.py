@@ -1,4 +1,5 @@
-"""Command line (click): `python -m app {run,migrate,worker,create-admin,check-settings,import-labelapi}`.
+"""Command line (click): `python -m app {run,migrate,worker,create-admin,check-settings,import-labelapi,
+renditions-backfill}`.
 
 Each command loads the settings (one line and exit status 2 when they are wrong), configures logging,
 then hands over to the room that does the work: app.supervisor, app.migrate, app.jobs.worker.
@@ -16,6 +17,7 @@ from app.factory import create_app
 from app.jobs import worker as job_worker
 from app.labelapi.command import import_labelapi as run_import
 from app.migrate import migrate_database, wait_for_database
+from app.services import renditions
 from app.services.keys import create_key
 from app.settings import Settings, load_or_exit
 from app.supervisor import run as supervise
@@ -87,6 +89,16 @@ def import_labelapi(source: str, schema: str | None, dry_run: bool) -> None:
     """Copy a LabelAPI database here: keys, image sets, images, campaigns and labels, ids kept."""
     settings = _settings()
     sys.exit(run_import(create_app(settings).app, source=source, schema=schema, dry_run=dry_run))
+
+
+@cli.command("renditions-backfill")
+@click.option("--batch-size", default=500, show_default=True, type=click.IntRange(1, 5000),
+              help="Images per job.")
+def renditions_backfill(batch_size: int) -> None:
+    """Queue jobs making the renditions of every image that lacks one (workers make them)."""
+    with create_app(_settings()).app.app_context():
+        images, deferred = renditions.backfill(batch_size)
+    click.echo(json.dumps({"images": images, "jobs": deferred}))
 
 
 def main(argv: list[str] | None = None) -> int:

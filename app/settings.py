@@ -66,6 +66,7 @@ class Settings(BaseSettings):
     max_image_bytes: int = Field(64 * 1024 * 1024, gt=0, le=256 * 1024 * 1024)  # server-side copy limit: 256 MiB
     max_image_pixels: int = Field(100_000_000, gt=0)  # more is rejected as a decompression bomb
     allowed_image_formats: str = "JPEG,PNG,WEBP,TIFF,BMP"
+    thumbnail_size: int = Field(256, ge=16, le=2048)  # longest side of the thumbnail rendition, in pixels
     finish_concurrency: int = Field(16, ge=1, le=128)  # blobs inspected and copied at once
     finish_batch_size: int = Field(200, ge=1, le=5000)  # blobs per database transaction
     # files per chunk: a listing page of the upload area, one job that any worker may take

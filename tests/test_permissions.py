@@ -35,6 +35,10 @@ RULES = {
     "app.api.images.read_url": READ | {"labeler:image_id"},
     "app.api.images.metadata": READ | {"labeler:image_id"},
     "app.api.images.update": MANAGE,
+    "app.api.images.grayscale": READ | {"labeler:image_id"},
+    "app.api.images.thumbnail": READ | {"labeler:image_id"},
+    "app.api.images.redirect_by_md5": READ,
+    "app.api.images.metadata_by_md5": READ,
     "app.api.campaigns.list_campaigns": READ | {"labeler"},
     "app.api.campaigns.create": MANAGE,
     "app.api.campaigns.get": READ | {"labeler:campaign_id"},
@@ -61,6 +65,9 @@ ANSWERS = {operation_id: 200 for operation_id in RULES} | {
     "app.api.image_sets.create": 201,
     "app.api.image_sets.change_status": 202,  # finishing is queued
     "app.api.images.redirect": 303,  # to the image's read URL
+    "app.api.images.grayscale": 303,  # to the rendition's read URL
+    "app.api.images.thumbnail": 303,
+    "app.api.images.redirect_by_md5": 303,
     "app.api.campaigns.create": 201,
     "app.api.datasets.create_version": 202,  # its build is queued
     "app.api.datasets.retry": 202,  # the failed version is built again
@@ -123,7 +130,7 @@ def target(make_key, image_set, app_context, flask_app):
     from app.models import Dataset, Image
 
     image = Image(imageset_id=image_set["imageset_id"], blobstorage_path="imagesets/x/a.jpg", md5="0" * 32,
-                  filetype="jpeg", filesize=10, width=4, height=3)
+                  filetype="jpeg", filesize=10, width=4, height=3, renditions=["grayscale", "thumbnail"])
     db.session.add(image)
     db.session.commit()
     campaign = campaign_with(db, "permission target", [image.id])
@@ -137,7 +144,7 @@ def target(make_key, image_set, app_context, flask_app):
     db.session.commit()
     return {"key_id": make_key("reader")["Authentication-Key"], "imageset_id": image_set["imageset_id"],
             "image_id": image.id, "campaign_id": campaign.id, "completed_campaign_id": completed.id, "version": 1,
-            "job_id": job_id}
+            "job_id": job_id, "md5": image.md5}
 
 
 def campaign_with(db, title, image_ids, status="active"):

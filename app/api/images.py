@@ -1,6 +1,6 @@
 from app.api import finite, iso
 from app.api.keys import parse_datetime
-from app.services import images
+from app.services import images, renditions
 
 
 def image_out(image) -> dict:
@@ -23,25 +23,33 @@ def image_out(image) -> dict:
 
 
 def list_images(page=1, per_page=50, cursor=None, imageset_id=None, md5=None, type=None, date_taken_from=None,
-                date_taken_to=None, camera_make=None, camera_model=None):
+                date_taken_to=None, camera_make=None, camera_model=None, thumbnail_urls=False):
     filters = images.Filters(imageset_id=imageset_id, md5=md5, type=type,
                              date_taken_from=parse_datetime(date_taken_from),
                              date_taken_to=parse_datetime(date_taken_to),
                              camera_make=camera_make, camera_model=camera_model)
+
+    def listed(image) -> dict:
+        if not thumbnail_urls:
+            return image_out(image)
+        signed = renditions.url_if_made(image, "thumbnail")
+        return image_out(image) | {"thumbnail_url": signed.url if signed else None}
+
     if cursor is not None:
         rows, next_cursor = images.list_after(filters, cursor=cursor, per_page=per_page)
-        return {"pagination": None, "next_cursor": next_cursor, "images": [image_out(i) for i in rows]}
+        return {"pagination": None, "next_cursor": next_cursor, "images": [listed(i) for i in rows]}
     result, next_cursor = images.list_page(filters, page=page, per_page=per_page)
     return {"pagination": result.pagination, "next_cursor": next_cursor,
-            "images": [image_out(i) for i in result.items]}
+            "images": [listed(i) for i in result.items]}
 
 
 def redirect(image_id):
     return "", 303, {"Location": images.read_url(images.get(image_id)).url}
 
 
-def read_url(image_id):
-    signed = images.read_url(images.get(image_id))
+def read_url(image_id, rendition=None):
+    image = images.get(image_id)
+    signed = renditions.read_url(image, rendition) if rendition else images.read_url(image)
     return {"url": signed.url, "expires_at": signed.expires_at.isoformat()}
 
 
@@ -62,8 +70,8 @@ def metadata_by_md5(md5):
 
 
 def grayscale(image_id):
-    raise NotImplementedError("renditions: being built")
+    return "", 303, {"Location": renditions.read_url(images.get(image_id), "grayscale").url}
 
 
 def thumbnail(image_id):
-    raise NotImplementedError("renditions: being built")
+    return "", 303, {"Location": renditions.read_url(images.get(image_id), "thumbnail").url}

@@ -29,6 +29,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from app.extensions import db
 from app.ingest.rules import Rules, violation
 from app.models import Image, ImageSetMember
+from app.services import renditions
 from app.services.failures import summary
 from app.state import app_state
 from app.services.image_facts import LARGE_HEAD_BYTES, MIME_TYPES, TAIL_BYTES, Facts, Rejected, read_facts
@@ -202,7 +203,7 @@ def record(imageset_id: int, outcomes: list[Outcome], *, source: str,
     count_minute(source, written)
     made = sorted(o.image_id for o in new if not o.duplicate and o.image_id)
     if made:
-        pass  # RENDITIONS-HOOK
+        renditions.defer_for(made)  # made by a job once this transaction commits
     return written
 
 

@@ -357,6 +357,36 @@ class BlobStorage:
         except AzureError as exc:
             raise StorageError(f"blob storage unreachable: {_short(exc)}") from exc
 
+    # --- renditions: blobs beside each image, at renditions/<rendition>/<image path>.<extension>
+
+    def read_image(self, path: str, max_bytes: int) -> bytes | None:
+        """Every byte of an image blob; None when it is gone or larger than `max_bytes` (never more than
+        `max_bytes` + 1 bytes are fetched)."""
+        try:
+            downloader = self.container_client.get_blob_client(path).download_blob(offset=0, length=max_bytes + 1)
+            if downloader.properties.size > max_bytes:
+                return None
+            return downloader.readall()
+        except ResourceNotFoundError:
+            return None
+        except HttpResponseError as exc:
+            if exc.status_code == 416:  # a ranged read of an empty blob
+                return b""
+            raise
+
+    @staticmethod
+    def rendition_path(image_path: str, rendition: str, extension: str) -> str:
+        return f"renditions/{rendition}/{image_path}.{extension}"
+
+    def put_rendition(self, image_path: str, rendition: str, extension: str, data: bytes, *, content_type: str) -> None:
+        self.container_client.upload_blob(self.rendition_path(image_path, rendition, extension), data, overwrite=True,
+                                          content_settings=ContentSettings(content_type=content_type))
+
+    def rendition_url(self, image_path: str, rendition: str, extension: str, ttl: timedelta, *,
+                      content_type: str) -> SignedUrl:
+        return self.blob_read_url(self.container, self.rendition_path(image_path, rendition, extension), ttl,
+                                  content_type=content_type)
+
 
 def _short(exc: Exception) -> str:
     """The first line of an Azure error, which carries no URL query (so no SAS) and no key."""
