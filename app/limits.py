@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
@@ -89,13 +90,36 @@ class HeadLimitedHttpTools(HttpToolsProtocol):
         self.transport.close()
 
 
+@dataclass(frozen=True)
+class BodyAllowance:
+    """A body limit of its own for one operation (`method` and a regular expression of the full path)."""
+    method: str
+    path: re.Pattern
+    limit: int
+    setting: str
+
+
+def _body_too_large(limit: int, setting: str) -> str:
+    return f"The request body is too large: at most {limit} bytes ({setting})."
+
+
 class RequestLimits:
     """ASGI middleware: headers within `max_header_bytes` each and `max_headers_total_bytes` in all (431);
     a body within `max_body_bytes` (413), judged by Content-Length before reading, else counted while read."""
 
-    def __init__(self, app, *, max_body_bytes: int, max_header_bytes: int, max_headers_total_bytes: int):
+    def __init__(self, app, *, max_body_bytes: int, max_header_bytes: int, max_headers_total_bytes: int,
+                 body_allowances: tuple[BodyAllowance, ...] = ()):
         self.app = app
         self.max_body, self.max_header, self.max_headers_total = max_body_bytes, max_header_bytes, max_headers_total_bytes
+        self.allowances = body_allowances
+
+    def _body_limit(self, scope) -> tuple[int, str]:
+        """The body limit of this request and the setting that sets it: an operation that takes files or long
+        lists has its own, everything else MAX_JSON_BODY_BYTES."""
+        for allowance in self.allowances:
+            if scope["method"] == allowance.method and allowance.path.fullmatch(scope["path"]):
+                return allowance.limit, allowance.setting
+        return self.max_body, "MAX_JSON_BODY_BYTES"
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -114,9 +138,10 @@ class RequestLimits:
             return await self._refuse(send, 400, "The path contains a control character.")
         if total > self.max_headers_total:
             return await self._refuse(send, 431, _headers_too_large(self.max_header, self.max_headers_total))
+        max_body, setting = self._body_limit(scope)
         if declared_length is not None and declared_length.strip().isdigit() \
-                and int(declared_length) > self.max_body:
-            return await self._refuse(send, 413, self._body_too_large())
+                and int(declared_length) > max_body:
+            return await self._refuse(send, 413, _body_too_large(max_body, setting))
 
         received = 0
         refused = False
@@ -129,10 +154,10 @@ class RequestLimits:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_body:
+                if received > max_body:
                     refused = True
                     if not response_started:
-                        await self._refuse(send, 413, self._body_too_large())
+                        await self._refuse(send, 413, _body_too_large(max_body, setting))
                     # The app sees the client gone and stops; nothing more is read from the connection.
                     return {"type": "http.disconnect"}
             return message
@@ -150,9 +175,6 @@ class RequestLimits:
         except Exception:
             if not refused:
                 raise
-
-    def _body_too_large(self) -> str:
-        return f"The request body is too large: at most {self.max_body} bytes (MAX_JSON_BODY_BYTES)."
 
     @staticmethod
     async def _refuse(send, status: int, detail: str) -> None:

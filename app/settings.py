@@ -46,6 +46,8 @@ class Settings(BaseSettings):
     data_dir: Path = Path("var")  # embedded PostgreSQL and Azurite keep their data here
     # request limits, enforced while the bytes arrive (app/limits.py): 413 / 431 problem+json past them
     max_json_body_bytes: int = Field(8 * 1024 * 1024, ge=1024, le=1024 * 1024 * 1024)
+    # a direct upload's whole request (files, or their base64 in JSON); each file is also held to MAX_IMAGE_BYTES
+    max_upload_request_bytes: int = Field(64 * 1024 * 1024, ge=1024, le=1024 * 1024 * 1024)
     max_header_bytes: int = Field(8 * 1024, ge=1024, le=64 * 1024)  # one header, name and value
     max_headers_total_bytes: int = Field(32 * 1024, ge=4096, le=64 * 1024)  # request line and all headers
 

@@ -1,4 +1,4 @@
-"""What operators see: the job queue, failed jobs queued again, and files finished per minute."""
+"""What operators see: the job queue, failed jobs queued again, and files ingested per minute."""
 from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import text
@@ -31,17 +31,24 @@ def test_failed_jobs_are_listed_and_can_be_queued_again(client, admin, flask_app
     assert client.get("/api/v1/jobs?status=failed", headers=admin).json()["jobs"] == []
 
 
-def test_files_finished_per_minute(client, admin, image_set, app_context):
+def test_files_ingested_per_minute_by_source(client, admin, app_context):
     from app.extensions import db
 
-    now = datetime.now(timezone.utc).replace(second=30, microsecond=0)
-    rows = [("a", "accepted", 0), ("b", "accepted", 0), ("c", "rejected", 0), ("d", "duplicate", 2),
-            ("e", "accepted", 200)]  # the last is older than the window asked for
-    for name, outcome, minutes_ago in rows:
-        db.session.execute(text("INSERT INTO finish_reports (imageset_id, name, outcome, date_processed) "
-                                "VALUES (:s, :n, :o, :t)"), {"s": image_set["imageset_id"], "n": name, "o": outcome,
-                                                             "t": now - timedelta(minutes=minutes_ago)})
+    now = datetime.now(timezone.utc).replace(second=0, microsecond=0)
+    rows = [("dropbox", "accepted", 2, 0), ("dropbox", "rejected", 1, 0), ("upload", "accepted", 3, 0),
+            ("url", "failed", 4, 0), ("dropbox", "duplicate", 1, 2),
+            ("dropbox", "accepted", 9, 200)]  # the last is older than the window asked for
+    for source, outcome, count, minutes_ago in rows:
+        db.session.execute(text("INSERT INTO ingest_minutes (minute, source, outcome, count) VALUES (:m, :s, :o, :c)"),
+                           {"m": now - timedelta(minutes=minutes_ago), "s": source, "o": outcome, "c": count})
     db.session.commit()
-    buckets = client.get("/api/v1/monitoring/finishing?minutes=60", headers=admin).json()["minutes"]
-    assert [(b["accepted"], b["duplicate"], b["rejected"]) for b in buckets] == [(0, 1, 0), (2, 0, 1)]
-    assert datetime.fromisoformat(buckets[1]["minute"]) == now.replace(second=0)
+    buckets = client.get("/api/v1/monitoring/ingest?minutes=60", headers=admin).json()["minutes"]
+    assert [(b["accepted"], b["duplicate"], b["rejected"], b["failed"]) for b in buckets] == [(0, 1, 0, 0), (5, 0, 1, 4)]
+    assert datetime.fromisoformat(buckets[1]["minute"]) == now
+    assert buckets[1]["by_source"] == {"dropbox": {"accepted": 2, "duplicate": 0, "rejected": 1, "failed": 0},
+                                       "upload": {"accepted": 3, "duplicate": 0, "rejected": 0, "failed": 0},
+                                       "url": {"accepted": 0, "duplicate": 0, "rejected": 0, "failed": 4}}
+    # /monitoring/finishing, kept for its clients: the dropbox's share, in its old shape
+    finishing = client.get("/api/v1/monitoring/finishing?minutes=60", headers=admin).json()["minutes"]
+    assert [(b["accepted"], b["duplicate"], b["rejected"]) for b in finishing] == [(0, 1, 0), (2, 0, 1)]
+    assert len(client.get("/api/v1/monitoring/ingest?minutes=300", headers=admin).json()["minutes"]) == 3

@@ -30,6 +30,11 @@ RULES = {
     "app.api.image_sets.list_images": READ,
     "app.api.image_sets.add_images": MANAGE | {"uploader:imageset_id"},
     "app.api.image_sets.report": READ | {"uploader:imageset_id"},
+    "app.api.uploads.upload": MANAGE | {"uploader:imageset_id"},
+    "app.api.url_imports.list_imports": READ,
+    "app.api.url_imports.create_import": MANAGE,
+    "app.api.url_imports.get_import": READ,
+    "app.api.url_imports.import_report": READ,
     "app.api.images.list_images": READ,
     "app.api.images.redirect": READ | {"labeler:image_id"},
     "app.api.images.read_url": READ | {"labeler:image_id"},
@@ -58,6 +63,7 @@ RULES = {
     "app.api.operations.list_jobs": {"admin"},
     "app.api.operations.retry_job": {"admin"},
     "app.api.operations.finishing_histogram": READ,
+    "app.api.operations.ingest_histogram": READ,
 }
 # What an allowed call answers: `target` prepares data on which every allowed call succeeds.
 ANSWERS = {operation_id: 200 for operation_id in RULES} | {
@@ -82,11 +88,13 @@ BODIES = {
     "app.api.images.update": lambda target: {"type": "trail camera", "location_description": "north gate"},
     "app.api.campaigns.update": lambda target: {"metadata": {"round": 2}, "labels": ["deer", "fox"]},
     "app.api.image_sets.add_images": lambda target: [{"id": target["image_id"]}],
+    "app.api.uploads.upload": lambda target: {"files": [{"name": "p.png", "content_base64": PNG_BASE64}]},
     "app.api.campaigns.create": lambda target: {"title": "permission table", "labeler_email": "l@example.org"},
     "app.api.campaigns.change_status": lambda target: {"new_status": "completed"},
     "app.api.campaigns.add_images": lambda target: [{"id": target["image_id"]}],
     "app.api.campaigns.submit_objects": lambda target: [{"image_id": target["image_id"], "objects": []}],
 }
+PNG_BASE64 = ("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAIAAACQd1PeAAAADElEQVR4nGP4z8AAAAMBAQDJ/pLvAAAAAElFTkSuQmCC")
 # Datasets are built from completed campaigns, labels accepted by active ones: the datasets' operations get
 # the target's completed campaign.
 COMPLETED_CAMPAIGN = {"app.api.datasets.list_versions", "app.api.datasets.create_version",

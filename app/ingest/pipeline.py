@@ -129,11 +129,11 @@ def judge(outcome: Outcome, stored: Bytes, rules: Rules, *, max_pixels: int) -> 
     return outcome
 
 
-def take_local(outcome: Outcome, stream: BinaryIO, rules: Rules, *, folder: str, max_pixels: int) -> Outcome:
+def take_local(outcome: Outcome, stream: BinaryIO, rules: Rules, *, folder: str, max_pixels: int,
+               suffix: str = "") -> Outcome:
     """The way in for bytes the service holds itself (a direct upload, a fetched URL): read once (MD5, size,
-    facts), judged, and when they are a new image stored at `<folder>/<md5>.<format>` with the Content-Type and
-    Content-MD5 worked out from them (a retry writes the same path again). Bytes of a known image are not
-    stored again. The caller then `record`s the outcome and removes what `uncatalogued` names."""
+    facts), judged, and when they are a new image stored at `<folder>/<md5><suffix>.<format>` with the Content-Type and Content-MD5 worked out from them. Bytes of a known image are not stored
+    again. The caller then `record`s the outcome and removes what `uncatalogued` names."""
     stream.seek(0)
     judge(outcome, read_file(stream), rules, max_pixels=max_pixels)
     if not outcome.candidate:
@@ -142,7 +142,7 @@ def take_local(outcome: Outcome, stream: BinaryIO, rules: Rules, *, folder: str,
     if outcome.md5 in known:
         outcome.duplicate, outcome.image_id = True, known[outcome.md5]
         return outcome
-    outcome.path = f"{folder}/{outcome.md5}.{outcome.facts.filetype}"
+    outcome.path = f"{folder}/{outcome.md5}{suffix}.{outcome.facts.filetype}"
     stream.seek(0)
     app_state().storage.put_image(outcome.path, stream, length=outcome.size,
                                   content_type=MIME_TYPES.get(outcome.facts.filetype, "application/octet-stream"),

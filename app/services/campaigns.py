@@ -131,6 +131,8 @@ def add_images(campaign_id: int, items: list[dict]) -> int:
     added = db.session.execute(pg_insert(CampaignImage).values(
         [{"campaign_id": campaign_id, "image_id": i} for i in resolved]).on_conflict_do_nothing()).rowcount
     _refresh_progress(campaign)
+    if added and campaign.status == "completed":  # an image without labels joined: no longer complete
+        _move(campaign, "active")
     return added
 
 

@@ -58,7 +58,8 @@ def read_facts(head: bytes, tail: bytes, size: int, *, allowed_formats: frozense
             raise Rejected(f"decompression bomb: too many pixels (limit {max_pixels:,})") from exc
     fmt = (image.format or "").upper()
     if fmt not in allowed_formats:
-        raise Rejected(f"format {fmt or 'unknown'} is not allowed (allowed: {', '.join(sorted(allowed_formats))})")
+        raise Rejected(f"rule formats: {fmt.lower() or 'unknown'} is not allowed (allowed: "
+                       f"{', '.join(sorted(f.lower() for f in allowed_formats))})")
     width, height = image.size
     if width < 1 or height < 1:
         raise Rejected(f"invalid dimensions {width}x{height}")
