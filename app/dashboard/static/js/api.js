@@ -29,7 +29,8 @@ export class ApiError extends Error {
 function urlFor(path, query) {
   const url = new URL(path.startsWith("/info/") ? path : "/api/v1" + path, location.origin);
   for (const [name, value] of Object.entries(query || {})) {
-    if (value === null || value === undefined || value === "") continue;
+    // An empty value is left out, except a cursor: `cursor=` asks for the first page of cursor paging.
+    if (value === null || value === undefined || (value === "" && name !== "cursor")) continue;
     for (const one of Array.isArray(value) ? value : [value]) url.searchParams.append(name, String(one));
   }
   return url;

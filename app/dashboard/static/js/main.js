@@ -155,7 +155,8 @@ window.addEventListener("unhandledrejection", (event) => toast(event.reason?.mes
 async function boot() {
   if (!auth.get()) return signInPage();
   try {
-    await start(await api("/me"));
+    const [me] = await Promise.all([api("/me"), serverFeatures()]); // side by side: the first paint waits on both
+    await start(me);
   } catch (err) {
     if (err.status === 401) signOut("The key pair was refused. Sign in again.");
     else replace(root, errorBox(err));

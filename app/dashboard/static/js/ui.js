@@ -6,6 +6,7 @@ export function h(tag, attrs = {}, ...children) {
     if (value === null || value === undefined || value === false) continue;
     if (name.startsWith("on") && typeof value === "function") el.addEventListener(name.slice(2), value);
     else if (name === "class") el.setAttribute("class", value);
+    else if (name === "style") el.style.cssText = value; // through CSSOM: the CSP allows no inline style attribute
     else if (name === "dataset") Object.assign(el.dataset, value);
     else if (name === "text") el.textContent = value;
     else if (!svg && name in el && typeof value !== "string") el[name] = value;
