@@ -159,7 +159,7 @@ def test_admin_finishes_a_set_reads_the_report_filters_the_grid_and_sees_boxes(l
 
         page.goto(f"{live_server}/dashboard/#/campaigns/{cid}")
         page.get_by_role("button", name="Mark completed").wait_for()
-        page.locator(".grid .tile").first.wait_for()
+        expect(page.locator(".grid .tile-frame.has-image")).to_have_count(2)
         b.shot(page, "campaign")
 
         # Keys: a new key's secret is shown once, with its copy button.
