@@ -15,6 +15,7 @@ from connexion.options import SwaggerUIOptions  # noqa: E402
 from flask import request  # noqa: E402
 
 from app import __version__, azureml, error_reports, errors, jobs, logs, models  # noqa: E402,F401  (models: all registered)
+from app.dashboard import blueprint as dashboard_blueprint  # noqa: E402
 from app.api import resolver as api_resolver  # noqa: E402
 from app.api.validation import VALIDATOR_MAP  # noqa: E402
 from app.auth.authenticator import Authenticator  # noqa: E402
@@ -72,6 +73,7 @@ def create_app(settings: Settings | None = None, *, validate_responses: bool = F
                                                   else None),
     )
     jobs.init_app(flask_app)
+    flask_app.register_blueprint(dashboard_blueprint)  # /dashboard: static pages over the public API
 
     @flask_app.before_request
     def _bind_request_id():

@@ -25,6 +25,7 @@ class Served:
     port: int
     admin: dict  # the two key headers
     server: subprocess.Popen
+    database_url: str = ""
 
     @property
     def base_url(self) -> str:
@@ -40,7 +41,8 @@ def served_api(*uvicorn_args: str) -> Iterator[Served]:
         server = None
         try:
             port = free_port()
-            env = {**os.environ, "DB_CONNECTION_STRING": pg.create_database("bench"),
+            database_url = pg.create_database("bench")
+            env = {**os.environ, "DB_CONNECTION_STRING": database_url,
                    "AZURE_STORAGE_CONNECTION_STRING": azurite.connection_string,
                    "API_KEY_PEPPER": "bench-pepper-0123456789", "LOG_LEVEL": "WARNING"}
             subprocess.run([sys.executable, "-m", "app", "migrate"], env=env, cwd=ROOT, check=True, capture_output=True)
@@ -51,7 +53,7 @@ def served_api(*uvicorn_args: str) -> Iterator[Served]:
             server = subprocess.Popen([sys.executable, "-m", "uvicorn", "main:app", "--port", str(port),
                                        "--no-access-log", *uvicorn_args], env=env, cwd=ROOT)
             wait_for_port("127.0.0.1", port)
-            yield Served(port, admin, server)
+            yield Served(port, admin, server, database_url)
         finally:
             if server:
                 server.terminate()

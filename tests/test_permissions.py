@@ -62,6 +62,8 @@ RULES = {
     "app.api.datasets.coco": READ,
     "app.api.operations.list_jobs": {"admin"},
     "app.api.operations.retry_job": {"admin"},
+    "app.api.operations.get_job": {"admin"},
+    "app.api.operations.queue": {"admin"},
     "app.api.operations.finishing_histogram": READ,
     "app.api.operations.ingest_histogram": READ,
 }

@@ -19,6 +19,17 @@ def retry_job(job_id):
     return job_out(operations.retry_job(job_id)), 202
 
 
+def get_job(job_id):
+    job, failures = operations.get_job(job_id)
+    return {**job_out(job), "failures": [{**f, "at": iso(f["at"])} for f in failures]}
+
+
+def queue():
+    counts, workers = operations.queue()
+    return {"counts": counts, "workers": [{**w, "started_at": iso(w["started_at"]),
+                                           "last_heartbeat": iso(w["last_heartbeat"])} for w in workers]}
+
+
 def finishing_histogram(minutes=60):
     return {"minutes": [{**row, "minute": row["minute"].isoformat()} for row in operations.finishing_histogram(minutes)]}
 

@@ -10,12 +10,15 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import traceback
 
 import procrastinate
 from procrastinate.exceptions import AlreadyEnqueued  # noqa: F401  (callers catch it from here)
 from procrastinate.contrib.sqlalchemy import SQLAlchemyPsycopg2Connector
 from procrastinate.manager import JobManager
 from procrastinate.tasks import configure_task
+from procrastinate.exceptions import JobAborted
+from sqlalchemy import text
 
 from app import logs
 from app.extensions import db
@@ -39,12 +42,36 @@ def init_app(flask_app) -> None:
 
 
 def app_context_middleware(flask_app):
-    """A procrastinate task middleware: every task runs inside `flask_app`'s app context (db, settings)."""
+    """A procrastinate task middleware: every task runs inside `flask_app`'s app context (db, settings), and
+    each failed attempt leaves its error and traceback for operators (GET /jobs/{job_id})."""
     def run(call_next, context, worker):
         with flask_app.app_context():
-            return call_next()
+            try:
+                return call_next()
+            except JobAborted:
+                raise
+            except Exception as exc:
+                record_failure(context.job, exc)
+                raise
 
     return run
+
+
+MAX_TRACEBACK_CHARS = 20_000
+
+
+def record_failure(job, exc: BaseException) -> None:
+    """Keep a failed attempt's error and traceback (masked as the logs are; the traceback's last part when
+    long), on a connection of its own: the task's transaction may be the thing that failed."""
+    trace = logs.redact("".join(traceback.format_exception(exc)))[-MAX_TRACEBACK_CHARS:]
+    try:
+        with db.engine.begin() as conn:
+            conn.execute(text("INSERT INTO job_failures (job_id, task, attempt, error, traceback) "
+                              "VALUES (:job_id, :task, :attempt, :error, :traceback)"),
+                         {"job_id": job.id, "task": job.task_name[:128], "attempt": (job.attempts or 0) + 1,
+                          "error": logs.redact(f"{type(exc).__name__}: {exc}")[:2000], "traceback": trace})
+    except Exception as failed:  # noqa: BLE001  (the record must never hide the job's own failure)
+        logger.warning("could not record a failed job attempt", extra={"job_id": job.id, "reason": str(failed)[:200]})
 
 
 def defer(task_name: str, *, lock: str | None = None, queueing_lock: str | None = None, **kwargs) -> int:

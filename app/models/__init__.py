@@ -6,4 +6,4 @@ from app.models.images import ApiKeyImageSet, FinishReport, Image, ImageSet, Ima
 from app.models.keys import ApiKey, Principal  # noqa: F401
 from app.models.ingest import FinishChunk, IngestMinute, UrlImport, UrlImportItem  # noqa: F401
 from app.models.labelapi import LabelApiImage  # noqa: F401
-from app.models.workers import WorkerProcess  # noqa: F401
+from app.models.workers import JobFailure, WorkerProcess  # noqa: F401

@@ -10,6 +10,7 @@ from app.extensions import db
 from app.ingest.pipeline import OUTCOMES, SOURCES
 from app.models import IngestMinute
 from app.services.pagination import Page
+from app.state import app_state
 
 _JOBS = """
     SELECT j.id, j.task_name, j.args, j.status::text AS status, j.attempts, j.queue_name, j.scheduled_at,
@@ -45,6 +46,34 @@ def retry_job(job_id: int):
         "new_lock": None})
     return db.session.execute(text(_JOBS + " AND j.id = :id"), {"status": None, "task": None, "id": job_id}
                               ).mappings().one()
+
+
+def get_job(job_id: int):
+    """The job and its failed attempts (newest first, at most 50)."""
+    job = db.session.execute(text(_JOBS + " AND j.id = :id"), {"status": None, "task": None, "id": job_id}
+                             ).mappings().first()
+    if job is None:
+        raise NotFound(f"no job {job_id}")
+    failures = db.session.execute(text(
+        "SELECT attempt, at, error, traceback FROM job_failures WHERE job_id = :id ORDER BY id DESC LIMIT 50"),
+        {"id": job_id}).mappings().all()
+    return job, [dict(f) for f in failures]
+
+
+def queue() -> tuple[list[dict], list[dict]]:
+    """Waiting and running jobs through procrastinate's partial index on those statuses, failed ones (few while
+    somebody looks after them), and every worker row with its host, pid and last heartbeat."""
+    counts = db.session.execute(text("""
+        SELECT queue_name AS queue, task_name AS task, status::text AS status, count(*) AS count
+        FROM procrastinate_jobs WHERE status IN ('todo', 'doing', 'failed')
+        GROUP BY 1, 2, 3 ORDER BY 1, 2, 3""")).mappings().all()
+    workers = db.session.execute(text("""
+        SELECT w.id AS worker_id, p.host, p.pid, p.started_at, w.last_heartbeat,
+               w.last_heartbeat > now() - make_interval(secs => :stalled) AS alive
+        FROM procrastinate_workers w LEFT JOIN worker_processes p ON p.worker_id = w.id
+        ORDER BY w.id DESC LIMIT 200"""),
+        {"stalled": app_state().settings.worker_stalled_after_seconds}).mappings().all()
+    return [dict(c) for c in counts], [dict(w) for w in workers]
 
 
 def finishing_histogram(minutes: int) -> list[dict]:
