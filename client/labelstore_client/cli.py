@@ -4,6 +4,7 @@ problem's detail (and the request id) on stderr."""
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from tqdm import tqdm
 
 from labelstore_client import models as m
 from labelstore_client.client import Client
-from labelstore_client.config import Credentials, config_path, resolve, save_profile
+from labelstore_client.config import ENV, Credentials, config_path, resolve, save_profile
 from labelstore_client.errors import LabelStoreError
 
 
@@ -98,12 +99,13 @@ def main() -> None:
 @click.pass_obj
 def login(state: State, login_url, login_key, secret_stdin):
     """Check a key pair against the service and save it as a profile (config file mode 0600)."""
-    url = login_url or state.options["url"] or click.prompt("Service URL")
-    key = login_key or state.options["key"] or click.prompt("Key id")
+    given = {name: state.options[name] or os.environ.get(variable) for name, variable in ENV.items()}
+    url = login_url or given["url"] or click.prompt("Service URL")
+    key = login_key or given["key"] or click.prompt("Key id")
     if secret_stdin:
         secret = sys.stdin.readline().strip()
     else:
-        secret = state.options["secret"] or click.prompt("Secret", hide_input=True)
+        secret = given["secret"] or click.prompt("Secret", hide_input=True)
     credentials = Credentials(url.rstrip("/"), key, secret)
     with Client(credentials.url, credentials.key, credentials.secret) as client:
         me = client.me()
