@@ -96,7 +96,9 @@ def test_upload_killed_part_way_then_run_again_sends_each_file_once(env, api, st
     assert 20 <= len(before) < len(files), "the kill came after the upload had finished"
     assert api.get_image_set(imageset_id).status == "created"
 
-    again = json.loads(run(env, "--json", "upload", str(folder), "--set", str(imageset_id), "--no-finish").stdout)
+    rerun = run(env, "--json", "upload", str(folder), "--set", str(imageset_id), "--no-finish")
+    assert "%|" not in rerun.stderr and "uploading" not in rerun.stderr  # no progress bar without a terminal
+    again = json.loads(rerun.stdout)
     assert (again["files"], again["uploaded"], again["skipped"]) == (len(files), len(files) - len(before), len(before))
     after = etags(api, imageset_id)
     assert after.keys() == files.keys()  # every image file, by its relative path; no .txt, nothing hidden
@@ -112,6 +114,8 @@ def test_upload_killed_part_way_then_run_again_sends_each_file_once(env, api, st
     assert {n for n, f in report.items() if f.outcome == "rejected"} == {"broken/cut.jpg", "broken/notes.jpg",
                                                                         "broken/empty.png"}
     assert {n for n, f in report.items() if f.outcome == "duplicate"} == {"z_copies/img_000.jpg", "z_copies/IMG_001.JPG"}
+    late = json.loads(command(env, "--json", "upload", str(folder), "--set", str(imageset_id)).stdout)
+    assert (late["already"], late["uploaded"], late["status"]) == ("finished", 0, "finished")  # says so, sends none
 
     # An image comes back byte for byte through `images get`.
     listed = [json.loads(line) for line in run(env, "--json", "images", "list", "--set", str(imageset_id),
@@ -220,3 +224,81 @@ def test_secrets_stay_out_of_reprs_and_errors(api, admin):
         api.get_image_set(999999)
     assert refused.value.status == 404 and refused.value.request_id and refused.value.detail
     assert admin["Authentication-Secret"] not in str(refused.value) + repr(refused.value)
+
+
+# --- retries ------------------------------------------------------------------------------------------------
+
+@pytest.fixture
+def flaky_server():
+    """A loopback server: for each path, a script of answers (status, or "drop" to close without answering),
+    the last one repeated; records each request it gets."""
+    import http.server
+    import socketserver
+    import threading
+
+    scripts, seen = {}, []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def _answer(self):
+            length = int(self.headers.get("content-length") or 0)
+            self.rfile.read(length)
+            seen.append((self.command, self.path))
+            script = scripts[self.path.split("?")[0]]
+            step = script.pop(0) if len(script) > 1 else script[0]
+            if step == "drop":
+                self.close_connection = True
+                self.connection.shutdown(2)
+                return
+            body = json.dumps({"key_id": "k", "owner": {"kind": "user", "name": "a@example.org"}, "roles": [],
+                               "campaign_ids": [], "imageset_ids": []} if step == 200 else
+                              {"type": "about:blank", "title": "Busy", "status": step, "detail": "try later"})
+            self.send_response(step)
+            self.send_header("Content-Type", "application/json" if step == 200 else "application/problem+json")
+            self.send_header("Retry-After", "0")
+            self.send_header("X-Request-ID", f"req-{len(seen)}")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body.encode())
+
+        do_GET = do_POST = _answer
+
+        def log_message(self, *args):
+            pass
+
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", scripts, seen
+    server.shutdown()
+    server.server_close()
+
+
+def test_429_and_503_are_retried_other_failures_are_not(flaky_server):
+    url, scripts, seen = flaky_server
+    client = Client(url, "k", "s", backoff=0.01, max_retries=3)
+    scripts["/api/v1/me"] = [503, 429, 200]
+    assert client.me().key_id == "k" and len(seen) == 3
+
+    seen.clear()
+    scripts["/api/v1/image_sets/1"] = [503]  # still busy after every retry: the last problem is raised
+    with pytest.raises(LabelStoreError) as busy:
+        client.get_image_set(1)
+    assert len(seen) == 4 and busy.value.status == 503 and busy.value.request_id == "req-4"
+
+    seen.clear()
+    scripts["/api/v1/image_sets/2"] = [400]
+    with pytest.raises(LabelStoreError):
+        client.get_image_set(2)
+    assert len(seen) == 1
+
+    # An answer lost after the request was sent: a GET is sent again, a POST is not (it may have been done).
+    seen.clear()
+    scripts["/api/v1/image_sets/3"] = ["drop", 200]
+    scripts["/api/v1/campaigns/3/datasets"] = ["drop", 202]
+    client.get_image_set(3)
+    with pytest.raises(LabelStoreError) as lost:
+        client.create_dataset_version(3)
+    assert seen == [("GET", "/api/v1/image_sets/3"), ("GET", "/api/v1/image_sets/3"),
+                    ("POST", "/api/v1/campaigns/3/datasets")]
+    assert lost.value.status is None and "connection" in lost.value.title

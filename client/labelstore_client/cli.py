@@ -170,13 +170,15 @@ def upload(state: State, directory, title, imageset_id, finish, wait, concurrenc
     report = f"{state.client.url}{summary.report}"
     out = {"imageset_id": result.imageset_id, "title": result.title, "status": result.status, "files": summary.files,
            "uploaded": summary.uploaded, "skipped": summary.skipped, "bytes_uploaded": summary.bytes_uploaded,
-           "refreshed_dropbox_url": summary.refreshed_dropbox_url,
+           "refreshed_dropbox_url": summary.refreshed_dropbox_url, "already": summary.already,
            "progress": m.as_dict(result.progress) if result.progress else None, "error": result.error,
            "report": report}
 
     def human(r):
         lines = [f"image set {r['imageset_id']}: {r['files']} files, {r['uploaded']} uploaded, "
                  f"{r['skipped']} already there; status {r['status']}"]
+        if summary.already:
+            lines.insert(0, f"the set was {summary.already} already: no file was sent")
         if r["progress"] and r["status"] in ("finished", "failed"):
             p = r["progress"]
             lines.append(f"accepted {p['accepted']}, duplicates {p['duplicates']}, rejected {p['rejected']}, "

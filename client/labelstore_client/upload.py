@@ -51,6 +51,7 @@ class UploadSummary:
     bytes_uploaded: int = 0
     report: str = ""  # where the per-file outcome is (API path)
     refreshed_dropbox_url: int = 0  # how many times a fresh SAS was asked for
+    already: str | None = None  # the set's status when it was past `created` already (nothing was sent then)
     failures: list[tuple[str, str]] = field(default_factory=list)
 
 
@@ -173,7 +174,9 @@ def upload_directory(client, path: str | Path, image_set: int | m.ImageSet | Non
     imageset_id = image_set.imageset_id
     summary = UploadSummary(image_set, files=len(files), report=f"/api/v1/image_sets/{imageset_id}/report")
 
-    if image_set.status == "created":
+    if image_set.status != "created":
+        summary.already = image_set.status
+    else:
         url = getattr(image_set, "dropbox_url", None) or client.new_dropbox_url(imageset_id).dropbox_url
         _send(client, imageset_id, url, files, summary, progress, concurrency)
         if summary.failures:
