@@ -41,7 +41,7 @@ class Model:
     def from_dict(cls: type[M], data: dict) -> M:
         hints = typing.get_type_hints(cls)
         known = {f.name for f in fields(cls) if f.init} - {"extra"}
-        values = {name: _convert(hints[name], data.get(name)) for name in known}
+        values = {name: _convert(hints[name], data[name]) for name in known if name in data}
         return cls(**values, extra={k: v for k, v in data.items() if k not in known})
 
 

@@ -13,7 +13,7 @@ import mimetypes
 import os
 import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -219,20 +219,31 @@ def _send(client, imageset_id: int, url: str, files: list[LocalFile], summary: U
             dropbox.put(file, digest, data)
             return True
 
-        with ThreadPoolExecutor(max(1, concurrency)) as pool:
-            futures = {pool.submit(one, file): file for file in files}
-            for future in as_completed(futures):
-                file = futures[future]
-                try:
-                    if future.result():
-                        summary.uploaded += 1
-                        summary.bytes_uploaded += file.size
-                    else:
-                        summary.skipped += 1
-                except Exception as exc:  # noqa: BLE001 - each file's failure is reported, the others go on
-                    summary.failures.append((file.name, _reason(exc)))
-                done += 1
+        pool = ThreadPoolExecutor(max(1, concurrency))
+        queued, pending = iter(files), {}  # a few files per thread queued at a time, not the whole folder
+        try:
+            while True:
+                while len(pending) < 4 * max(1, concurrency) and (file := next(queued, None)):
+                    pending[pool.submit(one, file)] = file
+                if not pending:
+                    break
+                finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    file = pending.pop(future)
+                    try:
+                        if future.result():
+                            summary.uploaded += 1
+                            summary.bytes_uploaded += file.size
+                        else:
+                            summary.skipped += 1
+                    except Exception as exc:  # noqa: BLE001 - each file's failure is reported, the others go on
+                        summary.failures.append((file.name, _reason(exc)))
+                    done += 1
                 progress("upload", done, len(files))
+        except BaseException:  # Ctrl-C: stop now, not after every queued file (the next run resumes)
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        pool.shutdown()
         summary.failures.sort()
     finally:
         summary.refreshed_dropbox_url = dropbox.refreshed
