@@ -15,6 +15,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from azure.core.exceptions import HttpResponseError
 from azure.storage.blob import ContainerClient
 from click.testing import CliRunner
 
@@ -133,10 +134,10 @@ def test_an_expired_dropbox_url_is_replaced_by_a_fresh_one(api, flask_app, tmp_p
     container = created.dropbox_url.split("?")[0].rsplit("/", 1)[1]
     storage = flask_app.extensions["label_store"].storage
     created.dropbox_url = storage.upload_area_url(container, timedelta(minutes=-5)).url  # expired 5 minutes ago
-    with pytest.raises(Exception) as refused:
+    with pytest.raises(HttpResponseError) as refused:
         with ContainerClient.from_container_url(created.dropbox_url) as area:
             list(area.list_blobs())
-    assert getattr(refused.value, "status_code", None) == 403  # storage itself refuses the old URL
+    assert refused.value.status_code == 403  # storage itself refuses the old URL
 
     summary = api.upload_directory(tmp_path, created, finish=False)
     assert (summary.uploaded, summary.skipped, summary.refreshed_dropbox_url) == (3, 0, 1)
