@@ -23,8 +23,9 @@ $(VENV)/.installed-dev: $(VENV)/.installed requirements-dev.txt
 	$(PIP) install --quiet --disable-pip-version-check -r requirements-dev.txt
 	touch $@
 
-$(VENV)/.installed-test: $(VENV)/.installed-dev test_requirements.txt
+$(VENV)/.installed-test: $(VENV)/.installed-dev test_requirements.txt client/pyproject.toml $(wildcard client/labelstore_client/*.py)
 	$(PIP) install --quiet --disable-pip-version-check -r test_requirements.txt
+	$(PIP) install --quiet --disable-pip-version-check ./client
 	touch $@
 
 # mltable in a virtualenv of its own: it pins azure-identity older than ours (tests/test_azureml.py uses it).

@@ -33,12 +33,13 @@ class Served:
 
 
 @contextmanager
-def served_api(*uvicorn_args: str) -> Iterator[Served]:
-    """The app on a free loopback port; everything it started is stopped on the way out."""
+def served_api(*uvicorn_args: str, worker: bool = False) -> Iterator[Served]:
+    """The app on a free loopback port (with `worker`, and a `python -m app worker` to finish image sets);
+    everything it started is stopped on the way out."""
     with tempfile.TemporaryDirectory() as tmp:
         pg = EmbeddedPostgres(Path(tmp) / "pg", fast=True).start()
         azurite = Azurite(Path(tmp) / "azurite").start()
-        server = None
+        server = jobs = None
         try:
             port = free_port()
             database_url = pg.create_database("bench")
@@ -53,8 +54,13 @@ def served_api(*uvicorn_args: str) -> Iterator[Served]:
             server = subprocess.Popen([sys.executable, "-m", "uvicorn", "main:app", "--port", str(port),
                                        "--no-access-log", *uvicorn_args], env=env, cwd=ROOT)
             wait_for_port("127.0.0.1", port)
+            if worker:
+                jobs = subprocess.Popen([sys.executable, "-m", "app", "worker"], env=env, cwd=ROOT)
             yield Served(port, admin, server, database_url)
         finally:
+            if jobs:
+                jobs.terminate()
+                jobs.wait()
             if server:
                 server.terminate()
                 server.wait()

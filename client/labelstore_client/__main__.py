@@ -1,0 +1,3 @@
+from labelstore_client.cli import main
+
+main()
