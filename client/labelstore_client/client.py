@@ -280,7 +280,7 @@ class Client:
 
     # --- ingest ----------------------------------------------------------------------------------------
 
-    @operation("app.api.ingest.upload")
+    @operation("app.api.uploads.upload")
     def upload_files(self, imageset_id: int, files: Iterable[str | Path | tuple[str, bytes] | dict]) -> list[m.UploadResult]:
         """Uploads files straight into a created set. Items: a path, (name, bytes), or a dict with name and
         content (bytes) and optionally metadata, campaign_id and objects (then sent as JSON, base64)."""
@@ -303,20 +303,20 @@ class Client:
         out["content_base64"] = base64.b64encode(item["content"]).decode()
         return out
 
-    @operation("app.api.ingest.list_imports")
+    @operation("app.api.url_imports.list_imports")
     def list_imports(self, imageset_id: int, per_page: int = 100) -> Iterator[m.UrlImport]:
         return self._pages(f"/image_sets/{imageset_id}/imports", "imports", m.UrlImport, per_page)
 
-    @operation("app.api.ingest.create_import")
+    @operation("app.api.url_imports.create_import")
     def create_import(self, imageset_id: int, urls: Iterable[str]) -> m.UrlImport:
         return m.UrlImport.from_dict(self._json("POST", f"/image_sets/{imageset_id}/imports",
                                                 json={"urls": list(urls)}, expect=(202,)))
 
-    @operation("app.api.ingest.get_import")
+    @operation("app.api.url_imports.get_import")
     def get_import(self, import_id: int) -> m.UrlImport:
         return m.UrlImport.from_dict(self._json("GET", f"/imports/{import_id}"))
 
-    @operation("app.api.ingest.import_report")
+    @operation("app.api.url_imports.import_report")
     def import_report(self, import_id: int, outcome: str | None = None, per_page: int = 1000) -> Iterator[m.UrlReport]:
         return self._pages(f"/imports/{import_id}/report", "urls", m.UrlReport, per_page, outcome=outcome)
 
@@ -512,6 +512,16 @@ class Client:
     @operation("app.api.operations.retry_job")
     def retry_job(self, job_id: int) -> m.Job:
         return m.Job.from_dict(self._json("POST", f"/jobs/{job_id}/retry", expect=(202,)))
+
+    @operation("app.api.operations.get_job")
+    def get_job(self, job_id: int) -> dict:
+        """The job, with each failed attempt's error and traceback (`failures`)."""
+        return self._json("GET", f"/jobs/{job_id}")
+
+    @operation("app.api.operations.queue")
+    def queue(self) -> dict:
+        """Jobs per queue, task and status (`counts`), and the workers with their last heartbeat (`workers`)."""
+        return self._json("GET", "/queue")
 
     @operation("app.api.operations.finishing_histogram")
     def finishing_histogram(self, minutes: int = 60) -> list[m.MinuteCounts]:
