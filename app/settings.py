@@ -95,6 +95,8 @@ class Settings(BaseSettings):
     # --- health and jobs
     status_check_timeout_seconds: float = Field(2.0, gt=0, le=4.5)
     worker_concurrency: int = Field(4, ge=1, le=64)
+    # how often an idle worker looks for jobs that became due (a retry's backoff over; new jobs come at once)
+    worker_poll_seconds: float = Field(5.0, ge=0.1, le=60)
     worker_heartbeat_seconds: float = Field(10.0, gt=0)
     worker_stalled_after_seconds: float = Field(30.0, gt=0)  # no heartbeat for this long: its jobs run again
     worker_shutdown_grace_seconds: float = Field(10.0, ge=0)  # on SIGTERM, running jobs get this long

@@ -80,6 +80,7 @@ def settings_overrides(database_url, storage_connection_string):
         "azure_storage_imageset_container": f"test-{uuid.uuid4().hex[:12]}",
         "api_key_pepper": PEPPER,
         "worker_heartbeat_seconds": 0.5,
+        "worker_poll_seconds": 0.5,  # retries come due without waiting out the default 5 s poll
         "worker_stalled_after_seconds": 6,  # generous: a loaded CI machine can delay heartbeats
         "worker_shutdown_grace_seconds": 1,
         "worker_hard_stop_margin_seconds": 3,
