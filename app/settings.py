@@ -94,6 +94,7 @@ class Settings(BaseSettings):
     status_check_timeout_seconds: float = Field(2.0, gt=0, le=4.5)
     worker_concurrency: int = Field(4, ge=1, le=64)
     worker_heartbeat_seconds: float = Field(10.0, gt=0)
+    worker_poll_seconds: float = Field(5.0, gt=0, le=60)  # how often a worker looks for jobs whose time has come
     worker_stalled_after_seconds: float = Field(30.0, gt=0)  # no heartbeat for this long: its jobs run again
     worker_shutdown_grace_seconds: float = Field(10.0, ge=0)  # on SIGTERM, running jobs get this long
     worker_hard_stop_margin_seconds: float = Field(10.0, ge=0)  # then this long to stop between batches, or exit
@@ -108,6 +109,12 @@ class Settings(BaseSettings):
     url_import_retries: int = Field(3, ge=0, le=10)  # tries after the first, on timeouts, connection errors, 429, 5xx
     url_import_backoff_seconds: float = Field(0.5, ge=0, le=60)  # doubled before each further retry
     url_import_allow_private_networks: bool = False  # let URLs reach loopback, private and link-local addresses
+
+    # --- webhooks (app/webhooks); URLs pass URL import's SSRF guard, url_import_allow_private_networks included
+    webhook_timeout_seconds: float = Field(10.0, gt=0, le=60)  # one delivery attempt, connect to response, at most
+    webhook_first_retry_seconds: float = Field(30.0, gt=0, le=3600)  # after the first failure; doubled after each
+    webhook_max_retry_seconds: float = Field(3600.0, gt=0, le=86400)  # the longest wait between two attempts
+    webhook_retry_for_seconds: float = Field(86400.0, gt=0, le=7 * 86400)  # then the delivery is marked failed
 
     @field_validator("db_connection_string")
     @classmethod

@@ -94,6 +94,7 @@ async def _run_worker(settings: Settings, flask_app) -> None:
             async with procrastinate_app.open_async():
                 worker = Worker(app=procrastinate_app, name=f"worker-{os.getpid()}", concurrency=settings.worker_concurrency,
                                 update_heartbeat_interval=settings.worker_heartbeat_seconds,
+                                fetch_job_polling_interval=settings.worker_poll_seconds,
                                 stalled_worker_timeout=settings.worker_stalled_after_seconds,
                                 shutdown_graceful_timeout=settings.worker_shutdown_grace_seconds,
                                 install_signal_handlers=False,
