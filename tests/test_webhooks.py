@@ -7,6 +7,7 @@ import json
 import os
 import re
 import signal
+import threading
 import time
 from datetime import datetime
 
@@ -222,3 +223,30 @@ def test_real_changes_emit_their_events(client, admin, make_key, image_set, star
         assert all(json.loads(body)["id"] == h["X-LabelStore-Event-Id"] for _, h, body in hook.received)
         time.sleep(0.5)
         assert len(hook.received) == 2
+
+
+def test_two_overlapping_runs_of_one_delivery_send_it_once(client, admin, make_key, flask_app, private_allowed):
+    """A job queued twice (or re-queued while it still runs): the second run waits for the first's lock, then
+    finds the attempt recorded and sends nothing."""
+    from types import SimpleNamespace
+
+    from app.jobs.webhook_tasks import deliver_webhook
+
+    with HookReceiver(lambda n: (200, 1)) as hook:  # slow enough for the runs to overlap
+        webhook = register(client, admin, hook.url)
+        revoke(client, admin, make_key)
+        (delivery,) = deliveries(client, admin, webhook["webhook_id"])
+
+        def run(job_id):
+            context = SimpleNamespace(job=SimpleNamespace(id=job_id, attempts=0), should_abort=lambda: False)
+            with flask_app.app_context():
+                deliver_webhook.func(context, delivery_id=delivery["delivery_id"], attempt=0)
+
+        runs = [threading.Thread(target=run, args=(n,)) for n in (1, 2)]
+        for thread in runs:
+            thread.start()
+        for thread in runs:
+            thread.join(30)
+        assert len(hook.received) == 1
+        (done,) = deliveries(client, admin, webhook["webhook_id"])
+        assert (done["status"], done["attempts"]) == ("delivered", 1)

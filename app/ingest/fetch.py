@@ -183,6 +183,8 @@ async def _resolve(host: str, port: int, timeout: float) -> list[IPAddress]:
         raise _Outcome("failed", f"could not resolve {host}: timed out") from None
     except socket.gaierror as exc:
         raise _Outcome("failed", f"could not resolve {host}: {exc.strerror}") from None
+    except (UnicodeError, ValueError):  # a label over 63 characters, a name IDNA refuses
+        raise _Outcome("rejected", f"not a valid URL: {host} is not a host name") from None
     addresses = []
     for *_, sockaddr in infos:
         ip = ipaddress.ip_address(sockaddr[0])
