@@ -113,6 +113,12 @@ class Settings(BaseSettings):
     url_import_backoff_seconds: float = Field(0.5, ge=0, le=60)  # doubled before each further retry
     url_import_allow_private_networks: bool = False  # let URLs reach loopback, private and link-local addresses
 
+    # --- webhooks (app/webhooks); URLs pass URL import's SSRF guard, url_import_allow_private_networks included
+    webhook_timeout_seconds: float = Field(10.0, gt=0, le=60)  # one delivery attempt, connect to response, at most
+    webhook_first_retry_seconds: float = Field(30.0, gt=0, le=3600)  # after the first failure; doubled after each
+    webhook_max_retry_seconds: float = Field(3600.0, gt=0, le=86400)  # the longest wait between two attempts
+    webhook_retry_for_seconds: float = Field(86400.0, gt=0, le=7 * 86400)  # then the delivery is marked failed
+
     @field_validator("db_connection_string")
     @classmethod
     def _postgres_url(cls, value: str | None) -> str | None:

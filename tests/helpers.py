@@ -3,9 +3,12 @@ small client steps of LabelAPI's flow (upload, finish, label, export, jobs). Tes
 never from one another or from conftest (tests/test_suite_layout.py holds them to it)."""
 from __future__ import annotations
 
+import http.server
+import json
 import os
 import shutil
 import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -141,3 +144,55 @@ def defer_check_storage(flask_app, commit=True) -> int:
         else:
             db.session.rollback()
     return job_id
+
+
+# --- webhooks: a loopback endpoint --------------------------------------------------------------------
+
+class HookReceiver:
+    """A loopback HTTP endpoint for webhook deliveries, on a free port, a thread per request. `answer(n)` says
+    what the n-th POST (from 1) gets: a status, or (status, seconds to wait first); every request is kept in
+    `received` as (monotonic time, headers, body) before it is answered.
+
+        with HookReceiver(lambda n: 500 if n <= 2 else 200) as hook: ... hook.url ... hook.received
+    """
+
+    def __init__(self, answer=lambda n: 200):
+        self.answer, self.received, self.released = answer, [], threading.Event()
+        receiver = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                receiver.received.append((time.monotonic(), self.headers, body))  # names case-insensitive
+                status = receiver.answer(len(receiver.received))
+                status, wait = status if isinstance(status, tuple) else (status, 0)
+                if wait and receiver.released.wait(wait):
+                    return  # the test ended: no answer
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Type", "text/plain")
+                    self.send_header("Content-Length", "2")
+                    self.end_headers()
+                    self.wfile.write(b"ok")
+                except OSError:  # the sender gave up waiting
+                    pass
+
+            def log_message(self, *args):
+                pass
+
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/hook"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def __enter__(self) -> "HookReceiver":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.released.set()
+        self._server.shutdown()
+        self._server.server_close()
+
+    def events(self) -> list[dict]:
+        return [json.loads(body) for _, _, body in self.received]

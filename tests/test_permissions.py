@@ -21,6 +21,12 @@ RULES = {
     "app.api.keys.rotate_key": {"admin"},
     "app.api.keys.erase": {"admin"},
     "app.api.audit.list_entries": {"admin"},
+    "app.api.webhooks.list_webhooks": {"admin"},
+    "app.api.webhooks.register": {"admin"},
+    "app.api.webhooks.get_webhook": {"admin"},
+    "app.api.webhooks.delete_webhook": {"admin"},
+    "app.api.webhooks.list_deliveries": {"admin"},
+    "app.api.webhooks.redeliver": {"admin"},
     "app.api.image_sets.list_sets": READ,
     "app.api.image_sets.create": MANAGE,
     "app.api.image_sets.get": READ | {"uploader:imageset_id"},
@@ -80,10 +86,13 @@ ANSWERS = {operation_id: 200 for operation_id in RULES} | {
     "app.api.datasets.create_version": 202,  # its build is queued
     "app.api.datasets.retry": 202,  # the failed version is built again
     "app.api.operations.retry_job": 202,  # the failed job is queued again
+    "app.api.webhooks.register": 201,
+    "app.api.webhooks.redeliver": 202,  # the delivery is queued again
 }
 # A valid body for each operation that takes one, given the target.
 BODIES = {
     "app.api.keys.create_key": lambda target: {"roles": ["reader"], "email": "someone@example.org"},
+    "app.api.webhooks.register": lambda target: {"url": "https://93.184.215.14/hooks", "events": ["key.revoked"]},
     "app.api.image_sets.create": lambda target: {"title": "permission table"},
     "app.api.image_sets.change_status": lambda target: {"new_status": "finished"},
     "app.api.image_sets.update": lambda target: {"title": "permission table renamed", "metadata": {"site": "x"}},
@@ -154,7 +163,18 @@ def target(make_key, image_set, app_context, flask_app):
     db.session.commit()
     return {"key_id": make_key("reader")["Authentication-Key"], "imageset_id": image_set["imageset_id"],
             "image_id": image.id, "campaign_id": campaign.id, "completed_campaign_id": completed.id, "version": 1,
-            "job_id": job_id, "md5": image.md5}
+            "job_id": job_id, "md5": image.md5, **webhook_with_delivery(db)}
+
+
+def webhook_with_delivery(db):
+    """A webhook (a public address: registration checks it, nothing is sent) and a delivery of one event to it."""
+    from app.models import WebhookDelivery
+    from app.webhooks import service
+
+    webhook, _ = service.register(url="https://93.184.215.14/hooks", events=["key.revoked"])
+    service.emit("key.revoked", {"key_id": "permission-table"})
+    db.session.commit()
+    return {"webhook_id": webhook.id, "delivery_id": db.session.query(WebhookDelivery.id).scalar()}
 
 
 def campaign_with(db, title, image_ids, status="active"):

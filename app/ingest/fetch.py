@@ -32,7 +32,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import asynccontextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -157,12 +157,8 @@ class _GuardedBackend(httpcore.AsyncNetworkBackend):
         self._inner = httpcore.AnyIOBackend()
 
     async def connect_tcp(self, host, port, timeout=None, local_address=None, socket_options=None):
-        addresses = await self._resolve(host, port)
-        for ip in addresses:
-            if refusal := self._options.refusal(ip):
-                literal = str(ip) == host.strip("[]")
-                raise _Outcome("rejected", f"refused: {ip} is {refusal}" if literal
-                               else f"refused: {host} resolves to {ip}, {refusal}")
+        addresses = await _resolve(host, port, self._options.connect_timeout)
+        _refuse_any(host, addresses, self._options)
         error = None
         for ip in addresses:  # each was checked; the first that answers is used
             try:
@@ -172,26 +168,38 @@ class _GuardedBackend(httpcore.AsyncNetworkBackend):
                 error = exc
         raise error
 
-    async def _resolve(self, host: str, port: int) -> list[IPAddress]:
-        try:
-            infos = await asyncio.wait_for(asyncio.get_running_loop().getaddrinfo(
-                host, port, type=socket.SOCK_STREAM), self._options.connect_timeout)
-        except asyncio.TimeoutError:
-            raise _Outcome("failed", f"could not resolve {host}: timed out") from None
-        except socket.gaierror as exc:
-            raise _Outcome("failed", f"could not resolve {host}: {exc.strerror}") from None
-        addresses = []
-        for *_, sockaddr in infos:
-            ip = ipaddress.ip_address(sockaddr[0])
-            if ip not in addresses:
-                addresses.append(ip)
-        return addresses
-
     async def connect_unix_socket(self, path, timeout=None, socket_options=None):
         raise _Outcome("rejected", "refused: unix sockets")
 
     async def sleep(self, seconds: float) -> None:
         await self._inner.sleep(seconds)
+
+
+async def _resolve(host: str, port: int, timeout: float) -> list[IPAddress]:
+    try:
+        infos = await asyncio.wait_for(asyncio.get_running_loop().getaddrinfo(
+            host, port, type=socket.SOCK_STREAM), timeout)
+    except asyncio.TimeoutError:
+        raise _Outcome("failed", f"could not resolve {host}: timed out") from None
+    except socket.gaierror as exc:
+        raise _Outcome("failed", f"could not resolve {host}: {exc.strerror}") from None
+    except (UnicodeError, ValueError):  # a label over 63 characters, a name IDNA refuses
+        raise _Outcome("rejected", f"not a valid URL: {host} is not a host name") from None
+    addresses = []
+    for *_, sockaddr in infos:
+        ip = ipaddress.ip_address(sockaddr[0])
+        if ip not in addresses:
+            addresses.append(ip)
+    return addresses
+
+
+def _refuse_any(host: str, addresses: list[IPAddress], options: FetchOptions) -> None:
+    """_Outcome("rejected", why) when the guard refuses any of the host's addresses."""
+    for ip in addresses:
+        if refusal := options.refusal(ip):
+            literal = str(ip) == host.strip("[]")
+            raise _Outcome("rejected", f"refused: {ip} is {refusal}" if literal
+                           else f"refused: {host} resolves to {ip}, {refusal}")
 
 
 class _GuardedTransport(httpx.AsyncHTTPTransport):
@@ -260,15 +268,9 @@ class _Fetcher:
 
         for _ in range(self.options.max_redirects + 1):
             try:
-                target = httpx.URL(current)
-            except (httpx.InvalidURL, TypeError, ValueError) as exc:
-                return ended("rejected", f"not a valid URL: {exc}")
-            if not target.scheme:
-                return ended("rejected", "not a valid URL: no scheme")
-            if target.scheme not in ("http", "https"):
-                return ended("rejected", f"refused: scheme {target.scheme} (http and https only)")
-            if not target.host:
-                return ended("rejected", "not a valid URL: no host")
+                target = _http_url(current)
+            except _Outcome as exc:
+                return ended(exc.outcome, exc.reason)
             try:
                 async with self._host_slot(target.host), self.client.stream("GET", target) as response:
                     status = response.status_code
@@ -323,6 +325,21 @@ class _Fetcher:
         finally:
             if not kept:
                 path.unlink(missing_ok=True)
+
+
+def _http_url(url: str) -> httpx.URL:
+    """The URL parsed, if it is an http or https URL with a host; else _Outcome("rejected", why)."""
+    try:
+        target = httpx.URL(url)
+    except (httpx.InvalidURL, TypeError, ValueError) as exc:
+        raise _Outcome("rejected", f"not a valid URL: {exc}") from None
+    if not target.scheme:
+        raise _Outcome("rejected", "not a valid URL: no scheme")
+    if target.scheme not in ("http", "https"):
+        raise _Outcome("rejected", f"refused: scheme {target.scheme} (http and https only)")
+    if not target.host:
+        raise _Outcome("rejected", "not a valid URL: no host")
+    return target
 
 
 def _caused_by(error: BaseException | None, kind: type[BaseException]) -> BaseException | None:
@@ -448,3 +465,63 @@ def fetch_many(items: Iterable[tuple[int, str]], options: FetchOptions, director
             item = out.get()
             if isinstance(item, tuple) and item[1].path is not None:
                 item[1].path.unlink(missing_ok=True)
+
+
+# --- one URL, one request: what webhooks (app.webhooks) need from the same guard ---------------------------------
+
+def check_url(url: str, options: FetchOptions) -> str | None:
+    """None when the guard lets `url` through now (http or https, and every address its host resolves to may be
+    reached); else why not, in words. Synchronous: runs its own event loop (call it where none runs)."""
+    async def check() -> None:
+        target = _http_url(url)
+        port = target.port or (443 if target.scheme == "https" else 80)
+        _refuse_any(target.host, await _resolve(target.host, port, options.connect_timeout), options)
+
+    try:
+        asyncio.run(check())
+    except _Outcome as exc:
+        return exc.reason
+    return None
+
+
+@dataclass
+class Posted:
+    status: int | None  # the answer's status; None when no answer came
+    head: bytes  # the first bytes of the answer's body
+    error: str | None  # why no answer came: refused by the guard, could not connect, timed out
+
+
+def post_once(url: str, body: bytes, headers: dict[str, str], options: FetchOptions, *, timeout: float,
+              keep: int = 1024) -> Posted:
+    """POST `body` to `url` once through the guard (each connection checked as for fetches), following no
+    redirect, all of it within `timeout` seconds; keeps the first `keep` bytes of the answer. Synchronous: runs
+    its own event loop (call it where none runs)."""
+    return asyncio.run(_post_once(url, body, headers, options, timeout, keep))
+
+
+async def _post_once(url: str, body: bytes, headers: dict[str, str], options: FetchOptions, timeout: float,
+                     keep: int) -> Posted:
+    client = httpx.AsyncClient(transport=_GuardedTransport(replace(options, concurrency=1)), trust_env=False,
+                               follow_redirects=False, timeout=httpx.Timeout(timeout),
+                               headers={"User-Agent": options.user_agent, "Accept-Encoding": "identity"})
+
+    async def send() -> Posted:
+        async with client.stream("POST", _http_url(url), content=body, headers=headers) as response:
+            head = b""
+            async for chunk in response.aiter_raw():
+                head += chunk
+                if len(head) >= keep:
+                    break
+            return Posted(response.status_code, head[:keep], None)
+
+    async with client:
+        try:
+            return await asyncio.wait_for(send(), timeout)
+        except _Outcome as exc:
+            return Posted(None, b"", exc.reason)
+        except (asyncio.TimeoutError, httpx.TimeoutException):
+            return Posted(None, b"", f"timed out: no answer within {timeout:g} s")
+        except httpx.TransportError as exc:
+            if verify := _caused_by(exc, ssl.SSLCertVerificationError):
+                return Posted(None, b"", f"TLS: {verify.verify_message}")
+            return Posted(None, b"", f"connection failed: {str(exc) or type(exc).__name__}")

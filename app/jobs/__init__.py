@@ -11,6 +11,7 @@ import logging
 import os
 import socket
 import traceback
+from datetime import datetime
 
 import procrastinate
 from procrastinate.exceptions import AlreadyEnqueued  # noqa: F401  (callers catch it from here)
@@ -27,11 +28,13 @@ logger = logging.getLogger(__name__)
 
 TASKS_MODULE = "app.jobs.tasks"
 RENDER_TASKS_MODULE = "app.jobs.render_tasks"
+WEBHOOK_TASKS_MODULE = "app.jobs.webhook_tasks"
 # Deferring always goes through SQLAlchemy's connection (the caller's transaction), also inside a worker, whose
 # app runs on procrastinate's async psycopg connector instead (app.jobs.worker).
 _deferring_connector = SQLAlchemyPsycopg2Connector()
 _deferring = JobManager(_deferring_connector)
-procrastinate_app = procrastinate.App(connector=_deferring_connector, import_paths=[TASKS_MODULE, RENDER_TASKS_MODULE])
+procrastinate_app = procrastinate.App(connector=_deferring_connector,
+                                      import_paths=[TASKS_MODULE, RENDER_TASKS_MODULE, WEBHOOK_TASKS_MODULE])
 logs.use_task_lookup(procrastinate_app.tasks.get)  # the failed-attempt log line shows the retry time
 
 
@@ -74,16 +77,17 @@ def record_failure(job, exc: BaseException) -> None:
         logger.warning("could not record a failed job attempt", extra={"job_id": job.id, "reason": str(failed)[:200]})
 
 
-def defer(task_name: str, *, lock: str | None = None, queueing_lock: str | None = None, **kwargs) -> int:
+def defer(task_name: str, *, lock: str | None = None, queueing_lock: str | None = None,
+          schedule_at: datetime | None = None, **kwargs) -> int:
     """Defer the task called `task_name` inside the current database transaction: it runs only if the
-    caller commits. With `queueing_lock`, AlreadyEnqueued when such a job is already waiting (that refusal
-    breaks the transaction: defer inside a savepoint)."""
+    caller commits (and not before `schedule_at`, when given). With `queueing_lock`, AlreadyEnqueued when such
+    a job is already waiting (that refusal breaks the transaction: defer inside a savepoint)."""
     if task_name not in procrastinate_app.tasks:
         load_tasks()
     if task_name not in procrastinate_app.tasks:
         raise KeyError(f"no task {task_name!r}")
     return configure_task(name=task_name, job_manager=_deferring, lock=lock, queueing_lock=queueing_lock,
-                          connection=db.session.connection()).defer(**kwargs)
+                          schedule_at=schedule_at, connection=db.session.connection()).defer(**kwargs)
 
 
 def load_tasks() -> None:

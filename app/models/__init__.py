@@ -7,3 +7,4 @@ from app.models.keys import ApiKey, Principal  # noqa: F401
 from app.models.ingest import FinishChunk, IngestMinute, UrlImport, UrlImportItem  # noqa: F401
 from app.models.labelapi import LabelApiImage  # noqa: F401
 from app.models.workers import JobFailure, WorkerProcess  # noqa: F401
+from app.models.webhooks import Webhook, WebhookDelivery, WebhookEvent  # noqa: F401

@@ -22,6 +22,7 @@ from app.models import (ApiKey, ApiKeyCampaign, Campaign, CampaignImage, Image, 
 from app.services import audit, datasets, images, keys
 from app.services.lookup import add_titled, get_or_404
 from app.services.pagination import Page, paginate
+from app.webhooks import service as webhooks
 
 logger = logging.getLogger(__name__)
 
@@ -120,6 +121,9 @@ def _move(campaign: Campaign, new_status: str) -> None:
         setattr(campaign, date_field, datetime.now(timezone.utc))
     if new_status == "finished":  # a dataset version is built from what was just finished
         datasets.on_campaign_finished(campaign)
+    if new_status in ("completed", "finished"):
+        webhooks.emit(f"campaign.{new_status}", {"campaign_id": campaign.id, "title": campaign.title,
+                                                 "status": new_status})
     logger.info("campaign status", extra={"campaign_id": campaign.id, "status": new_status})
 
 

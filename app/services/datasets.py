@@ -21,6 +21,7 @@ from app.services.lookup import get_or_404
 from app.state import app_state
 from app.storage import SignedUrl
 from app.unit_of_work import unit_of_work
+from app.webhooks import service as webhooks
 
 logger = logging.getLogger(__name__)
 
@@ -129,6 +130,8 @@ def build(dataset_id: int, *, should_stop: Callable[[], bool] = lambda: False) -
         digest, images, objects = automl.upload_annotations(dataset, state.storage, image_url_prefix(settings))
         state.storage.upload_bytes(f"{dataset.folder}/MLTable", automl.MLTABLE.encode())
         dataset.annotations_sha256, dataset.image_count, dataset.object_count = digest, images, objects
+        if dataset.status != "exported":  # a re-run after the export (registration failed) tells nothing new
+            webhooks.emit("dataset.exported", _event(dataset, "exported"))
         dataset.status, dataset.date_exported, dataset.error = "exported", datetime.now(timezone.utc), None
     logger.info("dataset exported", extra={"dataset_id": dataset_id, "images": images, "objects": objects})
     if not settings.azure_ml_configured:
@@ -146,13 +149,21 @@ def build(dataset_id: int, *, should_stop: Callable[[], bool] = lambda: False) -
         dataset = db.session.get(Dataset, dataset_id)
         dataset.azureml_labels_id, dataset.azureml_images_id = labels_id, images_id
         dataset.status, dataset.date_registered = "registered", datetime.now(timezone.utc)
+        webhooks.emit("dataset.registered", _event(dataset, "registered"))
     logger.info("dataset registered", extra={"dataset_id": dataset_id})
 
 
 def mark_failed(dataset_id: int, exc: BaseException) -> None:
     """The build gave up (or Azure ML refused for good): the version shows why; POST retry builds it again."""
     record_failure(Dataset, dataset_id, exc, applies=lambda d: d.status != "registered",
-                   detail=str(exc) if isinstance(exc, RegistrationRefused) else None)
+                   detail=str(exc) if isinstance(exc, RegistrationRefused) else None,
+                   on_failed=lambda d: webhooks.emit("dataset.failed", {**_event(d, "failed"), "error": d.error}))
+
+
+def _event(dataset: Dataset, status: str) -> dict:
+    """What a dataset event tells: which version of which campaign, now in `status`."""
+    return {"dataset_id": dataset.id, "campaign_id": dataset.campaign_id, "version": dataset.version,
+            "name": dataset.name, "status": status}
 
 
 def _images_folder(dataset: Dataset) -> str:

@@ -29,11 +29,14 @@ def shown_to_users(exc: BaseException) -> str:
 
 
 def record_failure(model, row_id: int, exc: BaseException, *, applies: Callable[[object], bool],
-                   detail: str | None = None, limit: int = 1000) -> None:
-    """Mark the row failed with `detail` (else what `shown_to_users` says), if `applies` to its current state.
-    Runs in a fresh unit of work: whatever the failed attempt left in the session is rolled back first."""
+                   detail: str | None = None, limit: int = 1000,
+                   on_failed: Callable[[object], None] = lambda row: None) -> None:
+    """Mark the row failed with `detail` (else what `shown_to_users` says), if `applies` to its current state,
+    then `on_failed(row)` in the same transaction (an event to emit). Runs in a fresh unit of work: whatever the
+    failed attempt left in the session is rolled back first."""
     db.session.rollback()
     with unit_of_work():
         row = db.session.get(model, row_id)
         if row is not None and applies(row):
             row.status, row.error = "failed", redact(detail or shown_to_users(exc))[:limit]
+            on_failed(row)

@@ -40,6 +40,7 @@ from app.services.image_facts import LARGE_HEAD_BYTES, MIME_TYPES, TAIL_BYTES
 from app.state import app_state
 from app.storage import BlobInfo
 from app.unit_of_work import unit_of_work
+from app.webhooks import service as webhooks
 
 logger = logging.getLogger(__name__)
 
@@ -188,6 +189,8 @@ def _final_step_if_complete(imageset_id: int) -> None:
         image_set.status, image_set.date_finished = "finished", datetime.now(timezone.utc)
         container = image_set.upload_container
         progress = image_sets.progress(image_set)
+        webhooks.emit("image_set.finished", {"imageset_id": imageset_id, "title": image_set.title,
+                                             "status": "finished", "progress": progress})
     app_state().storage.delete_upload_area(container)
     logger.info("image set finished", extra={"imageset_id": imageset_id, **progress})
 
@@ -202,7 +205,9 @@ def mark_failed(imageset_id: int, exc: BaseException, *, detail: str | None = No
     """The job gave up: show the error on the set (`detail`, else the error's summary); PUT new_status=finished
     again retries."""
     record_failure(ImageSet, imageset_id, exc, applies=lambda image_set: image_set.status == "finishing",
-                   detail=detail, limit=500)
+                   detail=detail, limit=500, on_failed=lambda image_set: webhooks.emit("image_set.failed", {
+                       "imageset_id": imageset_id, "title": image_set.title, "status": "failed",
+                       "error": image_set.error}))
 
 
 def _examine(blob: BlobInfo, container: str, folder: str, rules: Rules) -> Outcome:

@@ -15,6 +15,7 @@ from app.models import ApiKey, ApiKeyCampaign, ApiKeyImageSet, Campaign, ImageSe
 from app.services import audit
 from app.services.pagination import Page, paginate
 from app.state import app_state
+from app.webhooks import service as webhooks
 
 logger = logging.getLogger(__name__)
 
@@ -116,6 +117,7 @@ def revoke_key(key_id: str, *, by: str) -> ApiKey:
         raise Conflict(f"API key {key_id} is already revoked")
     key.revoked_at = datetime.now(timezone.utc)
     audit.record("revoke", "api_key", key_id, {"revoked_at": None}, {"revoked_at": key.revoked_at})
+    webhooks.emit("key.revoked", {"key_id": key_id, "revoked_at": key.revoked_at})
     logger.info("api key revoked", extra={"key_id": key_id, "by": by})
     return key
 
@@ -156,6 +158,8 @@ def erase_owner(key_id: str) -> ApiKey:
     revoked = list(db.session.scalars(select(ApiKey.key_id).where(
         ApiKey.principal_id == principal.id, ApiKey.revoked_at.is_(None)).with_for_update()))
     db.session.execute(ApiKey.__table__.update().where(ApiKey.key_id.in_(revoked)).values(revoked_at=now))
+    for revoked_key in revoked:  # ids only: no event holds the person's email
+        webhooks.emit("key.revoked", {"key_id": revoked_key, "revoked_at": now})
     principal.name = alias
     for statement in ("UPDATE label_revisions SET submitted_by = :alias WHERE submitted_by = :name",
                       "UPDATE objects SET added_by = :alias WHERE added_by = :name",

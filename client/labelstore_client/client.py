@@ -208,6 +208,37 @@ class Client:
         return self._cursor("/audit", "entries", m.AuditEntry, per_page, entity=entity, entity_id=entity_id,
                             key_id=key_id)
 
+    # --- webhooks --------------------------------------------------------------------------------------
+
+    @operation("app.api.webhooks.list_webhooks")
+    def list_webhooks(self, per_page: int = 100) -> Iterator[m.Webhook]:
+        return self._pages("/webhooks", "webhooks", m.Webhook, per_page)
+
+    @operation("app.api.webhooks.register")
+    def register_webhook(self, url: str, events: Iterable[str], secret: str | None = None) -> m.Webhook:
+        """Registers an endpoint; the answer's `secret` (generated when not given) is shown only now."""
+        body = {"url": url, "events": list(events), **({"secret": secret} if secret else {})}
+        return m.Webhook.from_dict(self._json("POST", "/webhooks", json=body, expect=(201,)))
+
+    @operation("app.api.webhooks.get_webhook")
+    def get_webhook(self, webhook_id: int) -> m.Webhook:
+        return m.Webhook.from_dict(self._json("GET", f"/webhooks/{webhook_id}"))
+
+    @operation("app.api.webhooks.delete_webhook")
+    def delete_webhook(self, webhook_id: int) -> None:
+        self.request("DELETE", f"/webhooks/{webhook_id}", expect=(200,))
+
+    @operation("app.api.webhooks.list_deliveries")
+    def list_deliveries(self, webhook_id: int, *, status: str | None = None,
+                        per_page: int = 100) -> Iterator[m.WebhookDelivery]:
+        return self._cursor(f"/webhooks/{webhook_id}/deliveries", "deliveries", m.WebhookDelivery, per_page,
+                            status=status)
+
+    @operation("app.api.webhooks.redeliver")
+    def redeliver(self, webhook_id: int, delivery_id: int) -> m.WebhookDelivery:
+        return m.WebhookDelivery.from_dict(self._json(
+            "POST", f"/webhooks/{webhook_id}/deliveries/{delivery_id}/redeliver", expect=(202,)))
+
     # --- image sets ------------------------------------------------------------------------------------
 
     @operation("app.api.image_sets.list_sets")

@@ -105,6 +105,36 @@ class AuditEntry(Model):
     extra: dict = field(default_factory=dict, repr=False)
 
 
+@dataclass
+class Webhook(Model):
+    webhook_id: int = 0
+    url: str = ""
+    events: list = field(default_factory=list)
+    active: bool = True
+    date_created: Optional[datetime] = None
+    created_by: Optional[str] = None
+    secret: Optional[str] = _secret()  # only in the answer that registered it
+    extra: dict = field(default_factory=dict, repr=False)
+
+
+@dataclass
+class WebhookDelivery(Model):
+    delivery_id: int = 0
+    webhook_id: int = 0
+    event_id: str = ""
+    event_type: str = ""
+    event_created_at: Optional[datetime] = None
+    status: str = ""
+    attempts: int = 0
+    next_attempt_at: Optional[datetime] = None
+    last_attempt_at: Optional[datetime] = None
+    last_status: Optional[int] = None
+    last_response: Optional[str] = None
+    last_error: Optional[str] = None
+    delivered_at: Optional[datetime] = None
+    extra: dict = field(default_factory=dict, repr=False)
+
+
 # --- image sets and ingest ------------------------------------------------------------------------------
 
 @dataclass
