@@ -303,3 +303,24 @@ def test_429_and_503_are_retried_other_failures_are_not(flaky_server):
     assert seen == [("GET", "/api/v1/image_sets/3"), ("GET", "/api/v1/image_sets/3"),
                     ("POST", "/api/v1/campaigns/3/datasets")]
     assert lost.value.status is None and "connection" in lost.value.title
+
+
+def test_upload_files_straight_into_a_set_with_labels_and_the_ingest_histogram(api, admin, tmp_path, make_campaign):
+    image_set = api.create_image_set("client direct")
+    campaign = make_campaign(labels=["bottle"])
+    write(tmp_path, {"a.jpg": images.jpeg(seed=71), "notes.jpg": b"not an image"})
+    by_path = api.upload_files(image_set.imageset_id, [tmp_path / "a.jpg", tmp_path / "notes.jpg"])
+    assert [(r.name, r.outcome) for r in by_path] == [("a.jpg", "accepted"), ("notes.jpg", "rejected")]
+    labelled = api.upload_files(image_set.imageset_id, [
+        {"name": "b.jpg", "content": images.jpeg(seed=72, width=100, height=80), "campaign_id": campaign["campaign_id"],
+         "objects": [{"bounding_box": box(10, 60, 8, 40), "label": "bottle"}]},
+        {"name": "again.jpg", "content": images.jpeg(seed=71)}])
+    assert [(r.outcome, r.objects) for r in labelled] == [("accepted", 1), ("duplicate", None)]
+    assert labelled[1].duplicate_of == by_path[0].image_id
+    minutes = api.ingest_histogram(minutes=5)
+    assert (sum(b.accepted for b in minutes), sum(b.duplicate for b in minutes), sum(b.rejected for b in minutes)) == (
+        2, 1, 1)
+    assert minutes[-1].by_source["upload"]["accepted"] >= 1
+    with pytest.raises(LabelStoreError) as refused:
+        api.upload_files(999999, [tmp_path / "a.jpg"])
+    assert refused.value.status == 404
