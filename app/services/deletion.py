@@ -207,7 +207,7 @@ def purge_images(image_ids: list[int], *, should_stop: Callable[[], bool] = lamb
 def _purge(ids: list[int], should_stop: Callable[[], bool]) -> int:
     with unit_of_work():
         doomed = db.session.scalars(select(Image).where(Image.id.in_(ids), Image.status == "deleting")
-                                    .order_by(Image.id).with_for_update()).all()
+                                    .order_by(Image.id).with_for_update(of=Image)).all()
         keep = held(i.id for i in doomed)
         _retire([i for i in doomed if i.id in keep])  # added to a dataset version meanwhile: its files point here
         doomed = [(i.id, i.blobstorage_path) for i in doomed if i.id not in keep]
@@ -337,7 +337,7 @@ def release_retired(campaign_id: int, *, should_stop: Callable[[], bool] = lambd
             retired = db.session.scalars(
                 select(Image).where(Image.id.in_(select(of_campaign.c[0])), Image.id > after,
                                     Image.status.in_(("retired", "deleting")))
-                .order_by(Image.id).limit(BATCH).with_for_update()).all()
+                .order_by(Image.id).limit(BATCH).with_for_update(of=Image)).all()
             if not retired:
                 return released
             after = retired[-1].id
