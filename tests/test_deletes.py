@@ -98,6 +98,7 @@ def test_deleting_a_set_takes_its_own_images_and_leaves_shared_ones(client, admi
                        headers=admin).json() == {"added": 1}
     shared_path = client.get(f"/api/v1/images/{shared}/metadata", headers=admin).json()["blobstorage_path"]
     sid = image_set["imageset_id"]
+    storage.upload_bytes(f"{image_set['blobstorage_path']}/left by a finishing run.png", b"no image names me")
 
     answer = client.delete(f"/api/v1/image_sets/{sid}", headers=admin)
     assert answer.status_code == 202, answer.text

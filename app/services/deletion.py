@@ -292,7 +292,9 @@ def purge_image_set(imageset_id: int, *, should_stop: Callable[[], bool] = lambd
             db.session.execute(update(Image).where(Image.id.in_(stays), Image.imageset_id == imageset_id)
                                .values(imageset_id=None))
         _purge(doomed, should_stop)
-    _sweep_folder(image_set.blobstorage_path)
+    own_folder = f"{app_state().settings.azure_storage_imageset_folder.strip('/')}/{image_set.title}"
+    if image_set.blobstorage_path == own_folder:  # a folder this service made for this set alone (not an import's)
+        _sweep_folder(own_folder)
     app_state().storage.delete_upload_area(image_set.upload_container)
     with unit_of_work():
         db.session.execute(delete(ImageSet).where(ImageSet.id == imageset_id, ImageSet.status == "deleting"))
