@@ -32,6 +32,7 @@ RULES = {
     "app.api.image_sets.get": READ | {"uploader:imageset_id"},
     "app.api.image_sets.change_status": MANAGE,
     "app.api.image_sets.update": MANAGE,
+    "app.api.image_sets.delete": MANAGE,
     "app.api.image_sets.new_dropbox_url": MANAGE | {"uploader:imageset_id"},
     "app.api.image_sets.list_images": READ,
     "app.api.image_sets.add_images": MANAGE | {"uploader:imageset_id"},
@@ -46,6 +47,7 @@ RULES = {
     "app.api.images.read_url": READ | {"labeler:image_id"},
     "app.api.images.metadata": READ | {"labeler:image_id"},
     "app.api.images.update": MANAGE,
+    "app.api.images.delete": MANAGE,
     "app.api.images.grayscale": READ | {"labeler:image_id"},
     "app.api.images.thumbnail": READ | {"labeler:image_id"},
     "app.api.images.redirect_by_md5": READ,
@@ -55,6 +57,7 @@ RULES = {
     "app.api.campaigns.get": READ | {"labeler:campaign_id"},
     "app.api.campaigns.change_status": MANAGE,
     "app.api.campaigns.update": MANAGE,
+    "app.api.campaigns.archive": {"admin"},
     "app.api.campaigns.list_images": READ | {"labeler:campaign_id"},
     "app.api.campaigns.add_images": MANAGE,
     "app.api.campaigns.list_objects": READ | {"labeler:campaign_id"},
@@ -78,11 +81,14 @@ ANSWERS = {operation_id: 200 for operation_id in RULES} | {
     "app.api.keys.create_key": 201,
     "app.api.image_sets.create": 201,
     "app.api.image_sets.change_status": 202,  # finishing is queued
+    "app.api.image_sets.delete": 409,  # its image is in the target's active campaign: refused naming it
     "app.api.images.redirect": 303,  # to the image's read URL
     "app.api.images.grayscale": 303,  # to the rendition's read URL
     "app.api.images.thumbnail": 303,
     "app.api.images.redirect_by_md5": 303,
+    "app.api.images.delete": 202,  # the target's image in no campaign: its delete is queued
     "app.api.campaigns.create": 201,
+    "app.api.campaigns.archive": 409,  # the target's campaign is active: only a finished one is archived
     "app.api.datasets.create_version": 202,  # its build is queued
     "app.api.datasets.retry": 202,  # the failed version is built again
     "app.api.operations.retry_job": 202,  # the failed job is queued again
@@ -110,6 +116,7 @@ PNG_BASE64 = ("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAIAAACQd1PeAAAADElEQVR4nGP4z8AAA
 # the target's completed campaign.
 COMPLETED_CAMPAIGN = {"app.api.datasets.list_versions", "app.api.datasets.create_version",
                       "app.api.datasets.get_version", "app.api.datasets.retry", "app.api.datasets.coco"}
+FREE_IMAGE = {"app.api.images.delete"}  # gets the target's image that no campaign holds
 
 
 def allowed(role: str, operation_id: str) -> bool:
@@ -150,7 +157,9 @@ def target(make_key, image_set, app_context, flask_app):
 
     image = Image(imageset_id=image_set["imageset_id"], blobstorage_path="imagesets/x/a.jpg", md5="0" * 32,
                   filetype="jpeg", filesize=10, width=4, height=3, renditions=["grayscale", "thumbnail"])
-    db.session.add(image)
+    free = Image(imageset_id=image_set["imageset_id"], blobstorage_path="imagesets/x/b.jpg", md5="1" * 32,
+                 filetype="jpeg", filesize=10, width=4, height=3)
+    db.session.add_all([image, free])
     db.session.commit()
     campaign = campaign_with(db, "permission target", [image.id])
     completed = campaign_with(db, "permission completed", [image.id], status="completed")
@@ -163,7 +172,7 @@ def target(make_key, image_set, app_context, flask_app):
     db.session.commit()
     return {"key_id": make_key("reader")["Authentication-Key"], "imageset_id": image_set["imageset_id"],
             "image_id": image.id, "campaign_id": campaign.id, "completed_campaign_id": completed.id, "version": 1,
-            "job_id": job_id, "md5": image.md5, **webhook_with_delivery(db)}
+            "job_id": job_id, "md5": image.md5, "free_image_id": free.id, **webhook_with_delivery(db)}
 
 
 def webhook_with_delivery(db):
@@ -202,6 +211,8 @@ def call(client, method, path, operation, headers, target):
     operation_id = operation["operationId"]
     if operation_id in COMPLETED_CAMPAIGN:
         target = {**target, "campaign_id": target["completed_campaign_id"]}
+    if operation_id in FREE_IMAGE:
+        target = {**target, "image_id": target["free_image_id"]}
     body = BODIES[operation_id](target) if operation_id in BODIES else None
     return client.request(method.upper(), "/api/v1" + path.format(**target), headers=headers, json=body,
                           follow_redirects=False)

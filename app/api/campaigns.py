@@ -3,6 +3,7 @@ from flask import request
 from app.api import iso
 from app.auth.connexion_glue import current_caller
 from app.services import campaigns as campaign_service
+from app.services import deletion
 
 
 def campaign_out(campaign, token=None) -> dict:
@@ -19,6 +20,7 @@ def campaign_out(campaign, token=None) -> dict:
         "date_started": iso(campaign.date_started),
         "date_completed": iso(campaign.date_completed),
         "date_finished": iso(campaign.date_finished),
+        "date_archived": iso(campaign.date_archived),
         "created_by": campaign.created_by.name if campaign.created_by else None,
     }
     if token is not None:
@@ -33,8 +35,8 @@ def object_out(obj) -> dict:
             "confidence": obj.confidence, "date_added": obj.date_added.isoformat(), "added_by": obj.added_by}
 
 
-def list_campaigns(page=1, per_page=50):
-    result = campaign_service.list_campaigns(page=page, per_page=per_page, caller=current_caller())
+def list_campaigns(page=1, per_page=50, status=None):
+    result = campaign_service.list_campaigns(page=page, per_page=per_page, caller=current_caller(), status=status)
     return {"pagination": result.pagination, "campaigns": [campaign_out(c) for c in result.items]}
 
 
@@ -92,3 +94,7 @@ def image_objects(image_id, campaigns=None):
     wanted = [int(c) for item in campaigns or [] for c in item.split(",")]
     _, objects = campaign_service.image_objects(image_id, wanted, current_caller())
     return [object_out(o) for o in objects]
+
+
+def archive(campaign_id):
+    return campaign_out(deletion.archive_campaign(campaign_id))

@@ -1,7 +1,7 @@
 from app.api import iso
 from app.api.images import image_out
 from app.auth.connexion_glue import current_caller
-from app.services import image_sets
+from app.services import deletion, image_sets
 
 
 def image_set_out(image_set, signed_url=None) -> dict:
@@ -65,3 +65,7 @@ def report(imageset_id, page=1, per_page=50, outcome=None):
     return {"pagination": result.pagination, "files": [
         {"name": r.name, "source": r.source, "outcome": r.outcome, "image_id": r.image_id, "reason": r.reason, "filesize": r.filesize}
         for r in result.items]}
+
+
+def delete(imageset_id, force=False):
+    return image_set_out(deletion.delete_image_set(imageset_id, force=force, caller=current_caller())), 202

@@ -1,6 +1,7 @@
 from app.api import finite, iso
 from app.api.keys import parse_datetime
-from app.services import images, renditions
+from app.auth.connexion_glue import current_caller
+from app.services import deletion, images, renditions
 
 
 def image_out(image) -> dict:
@@ -19,6 +20,8 @@ def image_out(image) -> dict:
         "exif": image.exif,
         "renditions": list(image.renditions or []),
         "date_added": image.date_added.isoformat(),
+        "status": image.status,
+        "retired_at": iso(image.retired_at),
     }
 
 
@@ -75,3 +78,9 @@ def grayscale(image_id):
 
 def thumbnail(image_id):
     return "", 303, {"Location": renditions.read_url(images.get(image_id), "thumbnail").url}
+
+
+def delete(image_id, force=False):
+    """202 while a job deletes it; 200 when it was retired instead (force, an image something holds)."""
+    image = deletion.delete_image(image_id, force=force, caller=current_caller())
+    return image_out(image), 202 if image.status == "deleting" else 200

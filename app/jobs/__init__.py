@@ -29,12 +29,13 @@ logger = logging.getLogger(__name__)
 TASKS_MODULE = "app.jobs.tasks"
 RENDER_TASKS_MODULE = "app.jobs.render_tasks"
 WEBHOOK_TASKS_MODULE = "app.jobs.webhook_tasks"
+DELETE_TASKS_MODULE = "app.jobs.delete_tasks"
 # Deferring always goes through SQLAlchemy's connection (the caller's transaction), also inside a worker, whose
 # app runs on procrastinate's async psycopg connector instead (app.jobs.worker).
 _deferring_connector = SQLAlchemyPsycopg2Connector()
 _deferring = JobManager(_deferring_connector)
-procrastinate_app = procrastinate.App(connector=_deferring_connector,
-                                      import_paths=[TASKS_MODULE, RENDER_TASKS_MODULE, WEBHOOK_TASKS_MODULE])
+procrastinate_app = procrastinate.App(connector=_deferring_connector, import_paths=[
+    TASKS_MODULE, RENDER_TASKS_MODULE, WEBHOOK_TASKS_MODULE, DELETE_TASKS_MODULE])
 logs.use_task_lookup(procrastinate_app.tasks.get)  # the failed-attempt log line shows the retry time
 
 

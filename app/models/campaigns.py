@@ -10,7 +10,7 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 from app.extensions import db
 from app.models.keys import Principal
 
-CAMPAIGN_STATUSES = ("created", "active", "completed", "finished")
+CAMPAIGN_STATUSES = ("created", "active", "completed", "finished", "archived")
 
 
 class Campaign(db.Model):
@@ -29,6 +29,7 @@ class Campaign(db.Model):
     date_started: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     date_completed: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     date_finished: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    date_archived: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     progress_total: Mapped[int] = mapped_column(Integer, default=0)
     progress_done: Mapped[int] = mapped_column(Integer, default=0)
 

@@ -10,7 +10,9 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 from app.extensions import db
 from app.models.keys import Principal
 
-IMAGESET_STATUSES = ("created", "finishing", "finished", "failed")
+IMAGESET_STATUSES = ("created", "finishing", "finished", "failed", "deleting")
+# active: listed; retired: hidden, blobs kept while a dataset holds it; deleting: a job removes it (app.services.deletion)
+IMAGE_STATUSES = ("active", "retired", "deleting")
 OUTCOMES = ("accepted", "duplicate", "rejected", "failed")
 SOURCES = ("dropbox", "upload", "url")
 
@@ -47,6 +49,10 @@ class Image(db.Model):
         Index("ix_images_imageset_id_id", "imageset_id", "id"),
         Index("ix_images_date_taken", "date_taken"),
         Index("ix_images_camera", "camera_make", "camera_model"),
+        # Listings show active images only: the unfiltered listing walks this index; the few hidden ones have theirs
+        Index("ix_images_listed_id", "id", postgresql_where=text("status = 'active'")),
+        Index("ix_images_hidden_id", "id", postgresql_where=text("status <> 'active'")),
+        CheckConstraint(f"status IN {IMAGE_STATUSES}", name="status"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -71,6 +77,8 @@ class Image(db.Model):
     # Renditions stored beside the image (app.ingest.renditions): "grayscale", "thumbnail"
     renditions: Mapped[list[str]] = mapped_column(ARRAY(String(32)), default=list, server_default="{}")
     date_added: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    status: Mapped[str] = mapped_column(String(16), default="active", server_default="active")
+    retired_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     imageset: Mapped[ImageSet | None] = relationship(lazy="joined")
 

@@ -82,7 +82,7 @@ def update(campaign_id: int, values: dict) -> Campaign:
     """metadata at any time; label_translations and labels while not finished (a finished campaign's labels
     are a dataset's). Labels already stored are not rewritten: the taxonomy applies to what is submitted next."""
     campaign = get(campaign_id, for_update=True)
-    if campaign.status == "finished" and {"label_translations", "labels"} & values.keys():
+    if campaign.status in ("finished", "archived") and {"label_translations", "labels"} & values.keys():
         raise Conflict(f"campaign {campaign_id} is finished: its labels and translations no longer change",
                        current_status=campaign.status)
     _check_taxonomy(values.get("label_translations", campaign.label_translations),
@@ -97,8 +97,10 @@ def get(campaign_id: int, *, for_update: bool = False) -> Campaign:
     return get_or_404(Campaign, campaign_id, "campaign", for_update=for_update)
 
 
-def list_campaigns(*, page: int, per_page: int, caller: Caller) -> Page:
-    query = select(Campaign).order_by(Campaign.id)
+def list_campaigns(*, page: int, per_page: int, caller: Caller, status: str | None = None) -> Page:
+    """Archived campaigns only when asked for by `status`."""
+    query = select(Campaign).where(Campaign.status == status if status else Campaign.status != "archived")
+    query = query.order_by(Campaign.id)
     if not caller.has(*MANAGERS):  # a labeler sees its own campaigns only
         query = query.where(Campaign.id.in_(caller.campaign_ids or [-1]))
     return paginate(query, page, per_page)
@@ -129,8 +131,8 @@ def _move(campaign: Campaign, new_status: str) -> None:
 
 def add_images(campaign_id: int, items: list[dict]) -> int:
     campaign = get(campaign_id, for_update=True)
-    if campaign.status == "finished":
-        raise Conflict(f"campaign {campaign_id} is finished: no images can be added")
+    if campaign.status in ("finished", "archived"):
+        raise Conflict(f"campaign {campaign_id} is {campaign.status}: no images can be added")
     resolved = images.resolve_refs(items)
     added = db.session.execute(pg_insert(CampaignImage).values(
         [{"campaign_id": campaign_id, "image_id": i} for i in resolved]).on_conflict_do_nothing()).rowcount
@@ -142,7 +144,8 @@ def add_images(campaign_id: int, items: list[dict]) -> int:
 
 def list_images(campaign_id: int, *, page: int, per_page: int) -> Page:
     get(campaign_id)
-    query = (select(CampaignImage.image_id).where(CampaignImage.campaign_id == campaign_id)
+    query = (select(CampaignImage.image_id).join(Image, Image.id == CampaignImage.image_id)
+             .where(CampaignImage.campaign_id == campaign_id, Image.status == "active")  # retired ones hidden
              .order_by(CampaignImage.image_id))
     return paginate(query, page, per_page)
 
@@ -301,7 +304,7 @@ def image_objects(image_id: int, campaign_ids: list[int] | None, caller: Caller)
         chosen = next((c for c in campaign_ids if c in candidates), None)
     else:
         chosen = db.session.scalar(select(Campaign.id).where(Campaign.id.in_(candidates or [-1]),
-                                                             Campaign.status == "finished")
+                                                             Campaign.status.in_(("finished", "archived")))
                                    .order_by(Campaign.date_finished.desc(), Campaign.id.desc()).limit(1))
     if chosen is None:
         return None, []

@@ -126,7 +126,8 @@ def add_images(imageset_id: int, items: list[dict], *, caller: Caller) -> int:
     """Add existing images, named by id or filepath; all or nothing. Returns how many were new to the set.
     An uploader adds only images finished in or added to a set its key is bound to (sharing its own images
     between its sets); any other image is answered as absent, so the answer tells it nothing about the catalogue."""
-    get(imageset_id)
+    if get(imageset_id).status == "deleting":
+        raise Conflict(f"image set {imageset_id} is being deleted", current_status="deleting")
     resolved = images.resolve_refs(items, within_sets=None if caller.has(*MANAGERS) else caller.imageset_ids)
     result = db.session.execute(pg_insert(ImageSetMember).values(
         [{"imageset_id": imageset_id, "image_id": image_id} for image_id in resolved]).on_conflict_do_nothing())
@@ -136,7 +137,7 @@ def add_images(imageset_id: int, items: list[dict], *, caller: Caller) -> int:
 def list_images(imageset_id: int, *, page: int, per_page: int) -> Page:
     get(imageset_id)
     query = (select(Image).join(ImageSetMember, ImageSetMember.image_id == Image.id)
-             .where(ImageSetMember.imageset_id == imageset_id).order_by(Image.id))
+             .where(ImageSetMember.imageset_id == imageset_id, Image.status == "active").order_by(Image.id))
     return paginate(query, page, per_page)
 
 

@@ -29,7 +29,7 @@ class Filters:
 
 
 def _filtered(filters: Filters):
-    query = select(Image)
+    query = select(Image).where(Image.status == "active")  # retired and deleting images are not listed
     if filters.imageset_id is not None:
         query = query.where(Image.id.in_(select(ImageSetMember.image_id).where(
             ImageSetMember.imageset_id == filters.imageset_id)))
@@ -100,6 +100,7 @@ def resolve_refs(items: list[dict], *, within_sets: frozenset[int] | None = None
     paths += [_inside_container(p) for p in paths]
     visible = true() if within_sets is None else (Image.imageset_id.in_(within_sets) | Image.id.in_(
         select(ImageSetMember.image_id).where(ImageSetMember.imageset_id.in_(within_sets))))
+    visible &= Image.status == "active"  # a retired or deleting image is added nowhere
     found_ids = set(db.session.scalars(select(Image.id).where(Image.id.in_(ids), visible))) if ids else set()
     by_path = dict(db.session.execute(select(Image.blobstorage_path, Image.id).where(
         Image.blobstorage_path.in_(paths), visible)).all()) if paths else {}

@@ -50,7 +50,8 @@ def defer_for(image_ids: Iterable[int]) -> None:
 def make(image_ids: list[int], *, should_stop: Callable[[], bool] = lambda: False) -> int:
     """Make the missing renditions of these images; returns how many images got them."""
     wanted = db.session.execute(select(Image.id, Image.blobstorage_path).where(
-        Image.id.in_(image_ids), not_(Image.renditions.contains(_ALL))).order_by(Image.id)).all()
+        Image.id.in_(image_ids), not_(Image.renditions.contains(_ALL)), Image.status == "active")
+        .order_by(Image.id)).all()  # never an image being deleted (app.services.deletion waits for runs before)
     db.session.rollback()  # a read only: hold no transaction while rendering
     if not wanted:
         return 0

@@ -387,6 +387,10 @@ class BlobStorage:
         return self.blob_read_url(self.container, self.rendition_path(image_path, rendition, extension), ttl,
                                   content_type=content_type)
 
+    def image_paths(self, prefix: str) -> Iterator[str]:
+        """Names of the image container's blobs under `prefix`, page by page (what deleting a set sweeps)."""
+        yield from self.container_client.list_blob_names(name_starts_with=prefix)
+
 
 def _short(exc: Exception) -> str:
     """The first line of an Azure error, which carries no URL query (so no SAS) and no key."""

@@ -255,6 +255,13 @@ class Client:
     def get_image_set(self, imageset_id: int) -> m.ImageSet:
         return m.ImageSet.from_dict(self._json("GET", f"/image_sets/{imageset_id}"))
 
+    @operation("app.api.image_sets.delete")
+    def delete_image_set(self, imageset_id: int, *, force: bool = False) -> m.ImageSet:
+        """Marks the set `deleting`; a job removes its own images, their blobs and its rows. 409 names what holds
+        its images (campaigns, dataset versions); `force` (admins) retires those instead."""
+        return m.ImageSet.from_dict(self._json("DELETE", f"/image_sets/{imageset_id}", params={"force": force} if force
+                                               else None, expect=(202,)))
+
     @operation("app.api.image_sets.change_status")
     def finish_image_set(self, imageset_id: int) -> m.ImageSet:
         """Starts finishing (from created, or again from failed); follow it with get_image_set or wait_for_set."""
@@ -392,6 +399,12 @@ class Client:
     def image_read_url(self, image_id: int) -> m.SignedUrl:
         return m.SignedUrl.from_dict(self._json("GET", f"/images/{image_id}/url"))
 
+    @operation("app.api.images.delete")
+    def delete_image(self, image_id: int, *, force: bool = False) -> m.Image:
+        """Deletes the image (202, `deleting`) or, with `force` while something holds it, retires it (200)."""
+        return m.Image.from_dict(self._json("DELETE", f"/images/{image_id}", params={"force": force} if force
+                                            else None, expect=(200, 202)))
+
     @operation("app.api.images.metadata")
     def get_image(self, image_id: int) -> m.Image:
         return m.Image.from_dict(self._json("GET", f"/images/{image_id}/metadata"))
@@ -440,6 +453,11 @@ class Client:
     @operation("app.api.campaigns.get")
     def get_campaign(self, campaign_id: int) -> m.Campaign:
         return m.Campaign.from_dict(self._json("GET", f"/campaigns/{campaign_id}"))
+
+    @operation("app.api.campaigns.archive")
+    def archive_campaign(self, campaign_id: int) -> m.Campaign:
+        """A finished campaign, archived: hidden from default listings; its retired images may then go."""
+        return m.Campaign.from_dict(self._json("POST", f"/campaigns/{campaign_id}/archive"))
 
     @operation("app.api.campaigns.change_status")
     def change_campaign_status(self, campaign_id: int, new_status: str) -> m.Campaign:
