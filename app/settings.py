@@ -46,6 +46,7 @@ class Settings(BaseSettings):
     data_dir: Path = Path("var")  # embedded PostgreSQL and Azurite keep their data here
     # request limits, enforced while the bytes arrive (app/limits.py): 413 / 431 problem+json past them
     max_json_body_bytes: int = Field(8 * 1024 * 1024, ge=1024, le=1024 * 1024 * 1024)
+    max_import_request_bytes: int = Field(16 * 1024 * 1024, ge=1024, le=1024 * 1024 * 1024)  # POST .../imports
     max_header_bytes: int = Field(8 * 1024, ge=1024, le=64 * 1024)  # one header, name and value
     max_headers_total_bytes: int = Field(32 * 1024, ge=4096, le=64 * 1024)  # request line and all headers
 
@@ -107,6 +108,8 @@ class Settings(BaseSettings):
     url_import_retries: int = Field(3, ge=0, le=10)  # tries after the first, on timeouts, connection errors, 429, 5xx
     url_import_backoff_seconds: float = Field(0.5, ge=0, le=60)  # doubled before each further retry
     url_import_allow_private_networks: bool = False  # let URLs reach loopback, private and link-local addresses
+    url_import_chunk_size: int = Field(200, ge=1, le=5000)  # URLs per job: any worker may take any chunk
+    url_import_batch_size: int = Field(50, ge=1, le=1000)  # fetched URLs recorded per database transaction
 
     @field_validator("db_connection_string")
     @classmethod
