@@ -25,6 +25,7 @@ class Served:
     port: int
     admin: dict  # the two key headers
     server: subprocess.Popen
+    env: dict  # the API's environment (database, storage, pepper): a worker started with it shares them
 
     @property
     def base_url(self) -> str:
@@ -51,7 +52,7 @@ def served_api(*uvicorn_args: str) -> Iterator[Served]:
             server = subprocess.Popen([sys.executable, "-m", "uvicorn", "main:app", "--port", str(port),
                                        "--no-access-log", *uvicorn_args], env=env, cwd=ROOT)
             wait_for_port("127.0.0.1", port)
-            yield Served(port, admin, server)
+            yield Served(port, admin, server, env)
         finally:
             if server:
                 server.terminate()

@@ -246,6 +246,10 @@ def _process(import_id: int, imageset_id: int, rules, folder: str, batch: list[t
     state = app_state(app)
     outcomes = [_outcome(fetched) for _, fetched in batch]
     place = {id(outcome): (position, fetched.http_status) for outcome, (position, fetched) in zip(outcomes, batch)}
+    try:  # one look-up for the batch, by the MD5 each body was fetched with (take_local reads the same bytes)
+        known = pipeline.known_images(fetched.md5 for _, fetched in batch if fetched.md5)
+    finally:
+        db.session.rollback()
 
     def take(item: tuple[Outcome, Fetched]) -> None:
         outcome, fetched = item
@@ -253,7 +257,7 @@ def _process(import_id: int, imageset_id: int, rules, folder: str, batch: list[t
             if fetched.outcome is None and fetched.path is not None:
                 with app.app_context(), fetched.path.open("rb") as stream:
                     pipeline.take_local(outcome, stream, rules, folder=folder,
-                                        max_pixels=state.settings.max_image_pixels)
+                                        max_pixels=state.settings.max_image_pixels, known=known)
         finally:
             if fetched.path is not None:
                 fetched.path.unlink(missing_ok=True)
