@@ -240,3 +240,45 @@ def test_a_worker_killed_mid_import_loses_and_doubles_nothing(client, admin, ima
     storage = flask_app.extensions["label_store"].storage
     stored = list(storage.container_client.list_blobs(name_starts_with=f"{image_set['blobstorage_path']}/url/"))
     assert len(stored) == count
+
+
+def test_a_failed_import_shows_why_and_its_job_can_be_retried(client, admin, image_set, start_worker, server,
+                                                               flask_app, app_context, monkeypatch):
+    from types import SimpleNamespace
+
+    from sqlalchemy import text
+
+    from app.extensions import db
+    from app.jobs.tasks import BACKOFF, import_urls_chunk
+    from app.storage import StorageError
+
+    server.add("/a.png", images.png(seed=1), content_type="image/png")
+    created = started(client, admin, image_set["imageset_id"], [server.url("/a.png")])
+    state = flask_app.extensions["label_store"]
+
+    def unreachable(*args, **kwargs):
+        raise StorageError("blob storage unreachable: connection refused")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(state.settings, "url_import_allow_private_networks", True)
+        patch.setattr(state.storage, "put_image", unreachable)
+        for attempts, status in ((0, "running"), (BACKOFF.max_attempts - 1, "failed")):
+            with pytest.raises(StorageError):  # raised, so the queue retries it while attempts remain
+                import_urls_chunk(SimpleNamespace(job=SimpleNamespace(attempts=attempts), should_abort=lambda: False),
+                                  import_id=created["import_id"], first=0, last=0)
+            assert client.get(f"/api/v1/imports/{created['import_id']}", headers=admin).json()["status"] == status
+    failed = client.get(f"/api/v1/imports/{created['import_id']}", headers=admin).json()
+    assert failed["error"] == "StorageError: blob storage unreachable: connection refused"
+    assert failed["progress"]["done"] == 0 and histogram_total(flask_app) == 0
+
+    job_id = db.session.scalar(text("SELECT id FROM procrastinate_jobs WHERE task_name = 'import_urls_chunk'"))
+    db.session.execute(text("UPDATE procrastinate_jobs SET status = 'failed', attempts = 8 WHERE id = :id"),
+                       {"id": job_id})
+    db.session.commit()
+    assert client.post(f"/api/v1/jobs/{job_id}/retry", headers=admin).status_code == 202
+    start_worker(**LOOPBACK)
+    done = wait_until(lambda: (lambda i: i if i["status"] == "finished" else None)(
+        client.get(f"/api/v1/imports/{created['import_id']}", headers=admin).json()), timeout=60,
+        message="the retried chunk to finish the import")
+    assert done["error"] is None
+    assert done["progress"] == {"total": 1, "done": 1, "accepted": 1, "duplicates": 0, "rejected": 0, "failed": 0}

@@ -9,7 +9,7 @@ run again fetches what is left and records every URL exactly once.
 Status: queued -> running (a chunk started) -> finished (the chunk that records the last outcome says so,
 checked after its own commit) or failed (a chunk's last attempt failed; `error` says why). A failed import
 keeps its finished outcomes; the URLs it did not get to stay pending (the report's `pending` filter lists
-them). Retrying: an admin retries the failed chunk job (POST /operations/jobs/{id}/retry), which completes
+them). Retrying: an admin retries the failed chunk job (POST /jobs/{job_id}/retry), which completes
 the import and marks it finished, or the list (or only its pending URLs) is POSTed again as a new import,
 whose images already catalogued are duplicates, never stored twice. While an import is queued or running
 its set cannot be finished (app.services.image_sets.change_status), and chunks work only while the set is
