@@ -31,7 +31,8 @@ from sqlalchemy.exc import DBAPIError
 
 from app import jobs
 from app.auth.policy import Caller
-from app.errors import Conflict, DomainError, NotFound, Unprocessable, WorkInterrupted, database_unavailable
+from app.errors import (Conflict, NotFound, PayloadTooLarge, Unprocessable, WorkInterrupted,
+                        database_unavailable)
 from app.extensions import db
 from app.ingest import pipeline
 from app.ingest.fetch import Fetched, fetch_many, options_from
@@ -52,10 +53,6 @@ CHUNK_LOCK = "url_import"
 STORE_THREADS = 8  # fetched bodies read, judged and stored at once, per chunk job
 _INSERT_ROWS = 10_000  # item rows per INSERT statement
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-
-
-class TooManyUrls(DomainError):
-    status, title = 413, "Payload Too Large"
 
 
 # --- the API's use cases ------------------------------------------------------------------------------
@@ -87,7 +84,7 @@ def parse_urls(body) -> list[str]:
     if not named:
         raise Unprocessable("the body lists no URLs", field=field)
     if len(named) > MAX_URLS:
-        raise TooManyUrls(f"{len(named):,} URLs: at most {MAX_URLS:,} in one import", field=field)
+        raise PayloadTooLarge(f"{len(named):,} URLs: at most {MAX_URLS:,} in one import", field=field)
     for name, url in named:
         if len(url) > MAX_URL_CHARS:
             raise Unprocessable(f"{name} is longer than {MAX_URL_CHARS} characters", field=field)
