@@ -50,6 +50,10 @@ class Unprocessable(DomainError):
     status, title = 422, "Unprocessable Entity"
 
 
+class PayloadTooLarge(DomainError):
+    status, title = 413, "Payload Too Large"
+
+
 MAX_DETAIL_CHARS = 500  # a problem quotes at most a short excerpt of what was sent (a 1.5 MB array was echoed)
 
 

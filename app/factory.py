@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import logging
-import re
 import warnings
 from pathlib import Path
 
@@ -22,7 +21,7 @@ from app.auth.authenticator import Authenticator  # noqa: E402
 from app.auth.connexion_glue import SECURITY_MAP  # noqa: E402
 from app.auth.policy import roles_from_spec  # noqa: E402
 from app.extensions import db, migrate  # noqa: E402
-from app.limits import BodyAllowance, RequestLimits  # noqa: E402
+from app.limits import BodyLimit, RequestLimits  # noqa: E402
 from app.middleware import AllowedMethods, ListedOriginsCORS, RequestContextMiddleware  # noqa: E402
 from app.settings import Settings, load_or_exit  # noqa: E402
 from app.state import EXTENSION, State  # noqa: E402
@@ -88,8 +87,10 @@ def create_app(settings: Settings | None = None, *, validate_responses: bool = F
     # Inside the two above: a refused request still has its request id, its metrics and its CORS headers.
     connexion_app.add_middleware(RequestLimits, position=MiddlewarePosition.BEFORE_EXCEPTION,
                                  max_body_bytes=settings.max_json_body_bytes, max_header_bytes=settings.max_header_bytes,
-                                 max_headers_total_bytes=settings.max_headers_total_bytes,
-                                 body_allowances=body_allowances(settings))
+                                 max_headers_total_bytes=settings.max_headers_total_bytes, body_limits={
+                                     "/imports": BodyLimit(settings.max_import_request_bytes, "MAX_IMPORT_REQUEST_BYTES"),
+                                     "/uploads": BodyLimit(settings.max_upload_request_bytes, "MAX_UPLOAD_REQUEST_BYTES"),
+                                 })
     errors.register(connexion_app)
     connexion_app.add_api("info.yaml", base_path="", name="info", resolver=api_resolver, swagger_ui_options=SwaggerUIOptions(
         swagger_ui=False, serve_spec=False), validate_responses=validate_responses, strict_validation=True)
@@ -107,10 +108,3 @@ def load_spec(name: str) -> dict:
 
     return yaml.safe_load((HERE / "openapi" / name).read_text())
 
-
-def body_allowances(settings: Settings) -> tuple[BodyAllowance, ...]:
-    """Operations whose bodies may be larger than MAX_JSON_BODY_BYTES: files, long lists of URLs."""
-    return (
-        BodyAllowance("POST", re.compile(r"/api/v1/image_sets/[^/]+/uploads"), settings.max_upload_request_bytes,
-                      "MAX_UPLOAD_REQUEST_BYTES"),
-    )

@@ -8,6 +8,8 @@ Two layers:
 - `RequestLimits`, ASGI middleware: each header and all of them within the settings (431), a body's
   Content-Length refused before a byte of it is read, and a body without one counted as it streams (413);
   a path holding a control character once decoded (%0A, %00) is refused too (400): no route means it.
+  The body limit is MAX_JSON_BODY_BYTES, except on paths with an allowance of their own (`body_limits`:
+  path suffix -> BodyLimit, e.g. "/imports" -> MAX_IMPORT_REQUEST_BYTES).
 
 Every refusal is problem+json with `Connection: close`: the server stops reading the rest and frees the
 connection instead of draining a body nobody wants.
@@ -28,6 +30,10 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")  # bytes of request line and headers a
 
 def problem_bytes(status: int, detail: str) -> bytes:
     return json.dumps(problem_document(status, detail)).encode()
+
+
+def _body_too_large(limit: BodyLimit) -> str:
+    return f"The request body is too large: at most {limit.bytes} bytes ({limit.setting})."
 
 
 def _headers_too_large(each: int, total: int) -> str:
@@ -91,35 +97,25 @@ class HeadLimitedHttpTools(HttpToolsProtocol):
 
 
 @dataclass(frozen=True)
-class BodyAllowance:
-    """A body limit of its own for one operation (`method` and a regular expression of the full path)."""
-    method: str
-    path: re.Pattern
-    limit: int
-    setting: str
-
-
-def _body_too_large(limit: int, setting: str) -> str:
-    return f"The request body is too large: at most {limit} bytes ({setting})."
+class BodyLimit:
+    bytes: int
+    setting: str  # named in the 413, so the operator knows what to raise
 
 
 class RequestLimits:
     """ASGI middleware: headers within `max_header_bytes` each and `max_headers_total_bytes` in all (431);
-    a body within `max_body_bytes` (413), judged by Content-Length before reading, else counted while read."""
+    a body within `max_body_bytes` (413), or within the `body_limits` of the first path suffix it ends with,
+    judged by Content-Length before reading, else counted while read."""
 
     def __init__(self, app, *, max_body_bytes: int, max_header_bytes: int, max_headers_total_bytes: int,
-                 body_allowances: tuple[BodyAllowance, ...] = ()):
+                 body_limits: dict[str, BodyLimit] | None = None):
         self.app = app
-        self.max_body, self.max_header, self.max_headers_total = max_body_bytes, max_header_bytes, max_headers_total_bytes
-        self.allowances = body_allowances
+        self.max_header, self.max_headers_total = max_header_bytes, max_headers_total_bytes
+        self.default_body = BodyLimit(max_body_bytes, "MAX_JSON_BODY_BYTES")
+        self.body_limits = dict(body_limits or {})
 
-    def _body_limit(self, scope) -> tuple[int, str]:
-        """The body limit of this request and the setting that sets it: an operation that takes files or long
-        lists has its own, everything else MAX_JSON_BODY_BYTES."""
-        for allowance in self.allowances:
-            if scope["method"] == allowance.method and allowance.path.fullmatch(scope["path"]):
-                return allowance.limit, allowance.setting
-        return self.max_body, "MAX_JSON_BODY_BYTES"
+    def body_limit(self, path: str) -> BodyLimit:
+        return next((limit for suffix, limit in self.body_limits.items() if path.endswith(suffix)), self.default_body)
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -134,14 +130,14 @@ class RequestLimits:
                 return await self._refuse(send, 431, _headers_too_large(self.max_header, self.max_headers_total))
             if name == b"content-length":
                 declared_length = value
+        body_limit = self.body_limit(scope["path"])
         if _CONTROL.search(scope["path"]):  # decoded: %0A, %00 (the router and the logs would see them raw)
             return await self._refuse(send, 400, "The path contains a control character.")
         if total > self.max_headers_total:
             return await self._refuse(send, 431, _headers_too_large(self.max_header, self.max_headers_total))
-        max_body, setting = self._body_limit(scope)
         if declared_length is not None and declared_length.strip().isdigit() \
-                and int(declared_length) > max_body:
-            return await self._refuse(send, 413, _body_too_large(max_body, setting))
+                and int(declared_length) > body_limit.bytes:
+            return await self._refuse(send, 413, _body_too_large(body_limit))
 
         received = 0
         refused = False
@@ -154,10 +150,10 @@ class RequestLimits:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > max_body:
+                if received > body_limit.bytes:
                     refused = True
                     if not response_started:
-                        await self._refuse(send, 413, _body_too_large(max_body, setting))
+                        await self._refuse(send, 413, _body_too_large(body_limit))
                     # The app sees the client gone and stops; nothing more is read from the connection.
                     return {"type": "http.disconnect"}
             return message

@@ -48,6 +48,7 @@ class Settings(BaseSettings):
     max_json_body_bytes: int = Field(8 * 1024 * 1024, ge=1024, le=1024 * 1024 * 1024)
     # a direct upload's whole request (files, or their base64 in JSON); each file is also held to MAX_IMAGE_BYTES
     max_upload_request_bytes: int = Field(64 * 1024 * 1024, ge=1024, le=1024 * 1024 * 1024)
+    max_import_request_bytes: int = Field(16 * 1024 * 1024, ge=1024, le=1024 * 1024 * 1024)  # POST .../imports
     max_header_bytes: int = Field(8 * 1024, ge=1024, le=64 * 1024)  # one header, name and value
     max_headers_total_bytes: int = Field(32 * 1024, ge=4096, le=64 * 1024)  # request line and all headers
 
@@ -112,6 +113,8 @@ class Settings(BaseSettings):
     url_import_retries: int = Field(3, ge=0, le=10)  # tries after the first, on timeouts, connection errors, 429, 5xx
     url_import_backoff_seconds: float = Field(0.5, ge=0, le=60)  # doubled before each further retry
     url_import_allow_private_networks: bool = False  # let URLs reach loopback, private and link-local addresses
+    url_import_chunk_size: int = Field(200, ge=1, le=5000)  # URLs per job: any worker may take any chunk
+    url_import_batch_size: int = Field(50, ge=1, le=1000)  # fetched URLs recorded per database transaction
 
     # --- webhooks (app/webhooks); URLs pass URL import's SSRF guard, url_import_allow_private_networks included
     webhook_timeout_seconds: float = Field(10.0, gt=0, le=60)  # one delivery attempt, connect to response, at most

@@ -25,6 +25,7 @@ class Served:
     port: int
     admin: dict  # the two key headers
     server: subprocess.Popen
+    env: dict  # the API's environment (database, storage, pepper): a worker started with it shares them
     database_url: str = ""
 
     @property
@@ -56,7 +57,7 @@ def served_api(*uvicorn_args: str, worker: bool = False) -> Iterator[Served]:
             wait_for_port("127.0.0.1", port)
             if worker:
                 jobs = subprocess.Popen([sys.executable, "-m", "app", "worker"], env=env, cwd=ROOT)
-            yield Served(port, admin, server, database_url)
+            yield Served(port, admin, server, env, database_url)
         finally:
             if jobs:
                 jobs.terminate()

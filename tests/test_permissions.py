@@ -82,6 +82,7 @@ ANSWERS = {operation_id: 200 for operation_id in RULES} | {
     "app.api.image_sets.create": 201,
     "app.api.image_sets.change_status": 202,  # finishing is queued
     "app.api.image_sets.delete": 409,  # its image is in the target's active campaign: refused naming it
+    "app.api.url_imports.create_import": 202,  # its chunks are queued
     "app.api.images.redirect": 303,  # to the image's read URL
     "app.api.images.grayscale": 303,  # to the rendition's read URL
     "app.api.images.thumbnail": 303,
@@ -106,6 +107,7 @@ BODIES = {
     "app.api.campaigns.update": lambda target: {"metadata": {"round": 2}, "labels": ["deer", "fox"]},
     "app.api.image_sets.add_images": lambda target: [{"id": target["image_id"]}],
     "app.api.uploads.upload": lambda target: {"files": [{"name": "p.png", "content_base64": PNG_BASE64}]},
+    "app.api.url_imports.create_import": lambda target: {"urls": ["https://example.org/a.jpg"]},
     "app.api.campaigns.create": lambda target: {"title": "permission table", "labeler_email": "l@example.org"},
     "app.api.campaigns.change_status": lambda target: {"new_status": "completed"},
     "app.api.campaigns.add_images": lambda target: [{"id": target["image_id"]}],
@@ -148,12 +150,12 @@ def test_every_operation_has_a_rule_and_the_spec_agrees():
 @pytest.fixture
 def target(make_key, image_set, app_context, flask_app):
     """Path parameters naming things that exist, in the state where each operation succeeds: a reader's key,
-    an image set just created with one image, an active campaign over that image, a completed one whose
-    dataset version 1 failed, and a background job that failed for good."""
+    an image set just created with one image and a finished URL import, an active campaign over that image, a
+    completed one whose dataset version 1 failed, and a background job that failed for good."""
     from sqlalchemy import text
 
     from app.extensions import db
-    from app.models import Dataset, Image
+    from app.models import Dataset, Image, UrlImport
 
     image = Image(imageset_id=image_set["imageset_id"], blobstorage_path="imagesets/x/a.jpg", md5="0" * 32,
                   filetype="jpeg", filesize=10, width=4, height=3, renditions=["grayscale", "thumbnail"])
@@ -166,13 +168,17 @@ def target(make_key, image_set, app_context, flask_app):
     db.session.add(Dataset(campaign_id=completed.id, version=1, name="permission_completed", status="failed",
                            error="the build gave up", folder="datasets/permission_completed/1"))
     db.session.commit()
+    url_import = UrlImport(imageset_id=image_set["imageset_id"], status="finished", total=0)  # the set may finish
+    db.session.add(url_import)
+    db.session.commit()
     job_id = defer_check_storage(flask_app)
     db.session.execute(text("UPDATE procrastinate_jobs SET status = 'failed', attempts = 8 WHERE id = :id"),
                        {"id": job_id})
     db.session.commit()
     return {"key_id": make_key("reader")["Authentication-Key"], "imageset_id": image_set["imageset_id"],
             "image_id": image.id, "campaign_id": campaign.id, "completed_campaign_id": completed.id, "version": 1,
-            "job_id": job_id, "md5": image.md5, "free_image_id": free.id, **webhook_with_delivery(db)}
+            "job_id": job_id, "md5": image.md5, "free_image_id": free.id, "import_id": url_import.id,
+            **webhook_with_delivery(db)}
 
 
 def webhook_with_delivery(db):

@@ -23,9 +23,10 @@ def b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
 
 
-def image_blobs(flask_app) -> dict[str, bytes]:
+def image_blobs(flask_app, image_set) -> set[str]:
+    """The blobs in the set's folder of the image container."""
     storage = flask_app.extensions["label_store"].storage
-    return {b.name: None for b in storage.container_client.list_blobs() if not b.name.startswith("renditions/")}
+    return {b.name for b in storage.container_client.list_blobs(name_starts_with=image_set["blobstorage_path"] + "/")}
 
 
 def test_multipart_files_are_catalogued_before_the_answer(client, admin, image_set, flask_app):
@@ -57,7 +58,7 @@ def test_multipart_files_are_catalogued_before_the_answer(client, admin, image_s
         "beach/one.jpg": ("upload", "accepted"), "two.png": ("upload", "accepted"), "again.jpg": ("upload", "duplicate"),
         "notes.jpg": ("upload", "rejected"), "cut.jpg": ("upload", "rejected"), "empty.jpg": ("upload", "rejected")}
     # only the two images' blobs were kept: nothing for the duplicate or the rejected files
-    assert len(image_blobs(flask_app)) == 2
+    assert len(image_blobs(flask_app, image_set)) == 2
     assert client.get(f"/api/v1/image_sets/{image_set['imageset_id']}", headers=admin).json()["status"] == "created"
 
     buckets = client.get("/api/v1/monitoring/ingest?minutes=5", headers=admin).json()["minutes"]
@@ -144,7 +145,7 @@ def test_objects_for_a_campaign_the_caller_may_not_label_store_nothing(client, a
                                                                        make_campaign, flask_app):
     campaign = make_campaign()
     uploader = make_key("uploader", device="camera-4", email=None, imageset_ids=[image_set["imageset_id"]])
-    before = image_blobs(flask_app)
+    before = image_blobs(flask_app, image_set)
     refused = client.post(uploads_url(image_set["imageset_id"]), headers=uploader, json={"files": [
         {"name": "a.jpg", "content_base64": b64(images.jpeg(seed=31)), "campaign_id": campaign["campaign_id"],
          "objects": [{"bounding_box": box(), "label": "bottle"}]}]})
@@ -152,7 +153,7 @@ def test_objects_for_a_campaign_the_caller_may_not_label_store_nothing(client, a
     assert "files[0]" in problem["detail"]
     assert client.get("/api/v1/images", headers=admin).json()["images"] == []
     assert report(client, admin, image_set["imageset_id"]) == {}
-    assert image_blobs(flask_app) == before
+    assert image_blobs(flask_app, image_set) == before == set()
     missing = client.post(uploads_url(image_set["imageset_id"]), headers=admin, json={"files": [
         {"name": "a.jpg", "content_base64": b64(images.jpeg(seed=31)), "campaign_id": 999999, "objects": []}]})
     assert_problem(missing, 404)

@@ -18,7 +18,7 @@ import hashlib
 import logging
 import re
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import BinaryIO
@@ -130,15 +130,19 @@ def judge(outcome: Outcome, stored: Bytes, rules: Rules, *, max_pixels: int) -> 
 
 
 def take_local(outcome: Outcome, stream: BinaryIO, rules: Rules, *, folder: str, max_pixels: int,
-               suffix: str = "") -> Outcome:
+               known: Mapping[str, int] | None = None, suffix: str = "") -> Outcome:
     """The way in for bytes the service holds itself (a direct upload, a fetched URL): read once (MD5, size,
-    facts), judged, and when they are a new image stored at `<folder>/<md5><suffix>.<format>` with the Content-Type and Content-MD5 worked out from them. Bytes of a known image are not stored
-    again. The caller then `record`s the outcome and removes what `uncatalogued` names."""
+    facts), judged, and when they are a new image stored at `<folder>/<md5><suffix>.<format>` with the
+    Content-Type and Content-MD5 worked out from them (without a suffix, a retry writes the same path again).
+    Bytes of a known image are not stored again: `known` when the caller looked a batch up at once
+    (`known_images`), else asked here. The caller then `record`s the outcome and removes what `uncatalogued`
+    names."""
     stream.seek(0)
     judge(outcome, read_file(stream), rules, max_pixels=max_pixels)
     if not outcome.candidate:
         return outcome
-    known = known_images([outcome.md5])
+    if known is None:
+        known = known_images([outcome.md5])
     if outcome.md5 in known:
         outcome.duplicate, outcome.image_id = True, known[outcome.md5]
         return outcome
@@ -180,8 +184,11 @@ def record(imageset_id: int, outcomes: list[Outcome], *, source: str,
             first_of[outcome.md5] = outcome
     new = list(first_of.values())
     if new:
-        inserted = dict(db.session.execute(pg_insert(Image).values([_image_row(o, imageset_id) for o in new])
-                                           .on_conflict_do_nothing().returning(Image.md5, Image.id)).all())
+        # Parameters apart from the statement: compiled once and cached (a multi-row VALUES is compiled per batch)
+        table = Image.__table__
+        inserted = dict(db.session.execute(
+            pg_insert(table).on_conflict_do_nothing().returning(table.c.md5, table.c.id),
+            [_image_row(o, imageset_id) for o in new]).all())
         lost = [o for o in new if o.md5 not in inserted]  # the same bytes were catalogued meanwhile
         if lost:
             winners = known_images(o.md5 for o in lost)

@@ -14,6 +14,7 @@ from app.errors import WorkInterrupted
 from app.jobs import procrastinate_app
 from app.jobs.exclusive import exclusive
 from app.logs import request_id_var
+from app.ingest import url_imports
 from app.labelapi import backfill
 from app.services import datasets, finishing
 from app.state import app_state
@@ -92,3 +93,12 @@ def backfill_labelapi_images(context: JobContext) -> None:
     """Read MD5, dimensions and sizes of images imported from LabelAPI (app.labelapi.backfill); resumable."""
     with one_run(context, "labelapi_backfill", 0, on_final_failure=lambda exc: None):
         backfill.backfill(should_stop=context.should_abort)
+
+
+@procrastinate_app.task(name="import_urls_chunk", retry=BACKOFF, pass_context=True)
+def import_urls_chunk(context: JobContext, import_id: int, first: int, last: int) -> None:
+    """Fetch and catalogue the URLs at positions first..last of an import (app.ingest.url_imports); resumable.
+    Chunks are independent jobs, so many workers share one import."""
+    with one_run(context, url_imports.chunk_lock(import_id), first,
+                 on_final_failure=lambda exc: url_imports.mark_failed(import_id, exc)):
+        url_imports.run_chunk(import_id, first, last, should_stop=context.should_abort)

@@ -16,7 +16,7 @@ from app.auth.policy import Caller
 from app.errors import Conflict, Unprocessable
 from app.ingest import rules as ingest_rules
 from app.extensions import db
-from app.models import FinishReport, Image, ImageSet, ImageSetMember
+from app.models import FinishReport, Image, ImageSet, ImageSetMember, UrlImport
 from app.services import audit, images
 from app.services.lookup import add_titled, get_or_404
 from app.services.pagination import Page, paginate
@@ -112,6 +112,11 @@ def change_status(imageset_id: int, new_status: str) -> ImageSet:
     if image_set.status not in allowed_from:
         raise Conflict(f"image set {imageset_id} cannot move from {image_set.status} to {new_status}",
                        current_status=image_set.status, requested_status=new_status)
+    importing = db.session.scalars(select(UrlImport.id).where(  # the set row's lock orders this with new imports
+        UrlImport.imageset_id == imageset_id, UrlImport.status.in_(("queued", "running"))).order_by(UrlImport.id)).all()
+    if importing:
+        raise Conflict(f"image set {imageset_id} cannot be finished while its URL import {importing[0]} is "
+                       "queued or running", current_status=image_set.status, import_id=importing[0])
     audit.record("status", "image_set", imageset_id, {"status": image_set.status}, {"status": "finishing"})
     image_set.status, image_set.error = "finishing", None
     jobs.defer("finish_image_set", lock=f"image_set:{imageset_id}", imageset_id=imageset_id)

@@ -1,0 +1,84 @@
+"""URL import end to end: images/second from POST .../imports to status finished, against a fetch-only floor.
+
+N distinct small PNGs (64x48) served by tests/url_server.py in a child process on loopback; the API (one
+uvicorn process) and one worker process (`python -m app worker`, default settings but private networks allowed)
+on PostgreSQL and Azurite of their own. Measured in the same run:
+  floor  the same URLs fetched by one httpx.AsyncClient, bodies read into memory, nothing else
+         (bench/url_fetch.py's floor), with as many requests in flight as the worker may send to one host
+         (WORKER_CONCURRENCY chunk jobs x URL_IMPORT_PER_HOST); run before and after ours, the mean taken;
+  ours   POST the N URLs, then poll GET /imports/{id} until finished: every body fetched, judged, stored in
+         Azurite, de-duplicated, catalogued and reported.
+Goal: >= 100 images/s and >= 0.6 of the floor.
+Run: .venv/bin/python bench/url_import.py [--count 2000]
+"""
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import httpx  # noqa: E402
+
+from _harness import ROOT, served_api  # noqa: E402
+from url_fetch import floor  # noqa: E402
+from app.settings import load  # noqa: E402
+from tests.url_server import image_path, spawned  # noqa: E402
+
+WARM_UP = 50
+
+
+def run_import(api, urls: list[str], title: str) -> tuple[float, dict]:
+    with httpx.Client(base_url=api.base_url + "/api/v1", headers=api.admin, timeout=60) as client:
+        made = client.post("/image_sets", json={"title": title})
+        assert made.status_code == 201, made.text
+        started = time.perf_counter()
+        created = client.post(f"/image_sets/{made.json()['imageset_id']}/imports", json={"urls": urls})
+        assert created.status_code == 202, created.text
+        while True:
+            current = client.get(f"/imports/{created.json()['import_id']}").json()
+            if current["status"] in ("finished", "failed"):
+                return time.perf_counter() - started, current
+            time.sleep(0.05)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--count", type=int, default=2000)
+    count = parser.parse_args().count
+    settings = load()
+    in_flight = settings.worker_concurrency * min(settings.url_import_concurrency, settings.url_import_per_host)
+    with spawned(images=count + WARM_UP) as base_url, served_api("--log-level", "warning") as api:
+        worker = subprocess.Popen([sys.executable, "-m", "app", "worker"], cwd=ROOT, env={
+            **api.env, "URL_IMPORT_ALLOW_PRIVATE_NETWORKS": "true"})
+        try:
+            urls = [base_url + image_path(i) for i in range(count)]
+            warm = [base_url + image_path(i) for i in range(count, count + WARM_UP)]
+            floor(warm, in_flight)
+            _, warmed = run_import(api, warm, "bench warm-up")  # the worker's imports, connections, first job
+            assert warmed["status"] == "finished", warmed
+            before = floor(urls, in_flight)
+            mine, result = run_import(api, urls, "bench url import")
+            after = floor(urls, in_flight)
+        finally:
+            worker.terminate()
+            worker.wait()
+    assert result["status"] == "finished" and result["progress"]["accepted"] == count, result
+    base = (before + after) / 2
+    ours_rate, floor_rate = count / mine, count / base
+    print(f"{count} images of 64x48 PNG from a loopback server; one worker, WORKER_CONCURRENCY="
+          f"{settings.worker_concurrency}, URL_IMPORT_CHUNK_SIZE={settings.url_import_chunk_size}, "
+          f"{in_flight} requests in flight to the host at most")
+    print(f"  floor (httpx AsyncClient, {in_flight} at a time, bodies in memory): {floor_rate:7.0f} images/s  "
+          f"(before {count / before:.0f}, after {count / after:.0f})")
+    print(f"  ours (POST -> finished: fetch, judge, store, catalogue, report): {ours_rate:7.0f} images/s  "
+          f"({mine:.2f} s)")
+    print(f"  ratio ours/floor: {ours_rate / floor_rate:.2f} (goal >= 0.6); goal >= 100 images/s: "
+          f"{'met' if ours_rate >= 100 else 'NOT met'}")
+
+
+if __name__ == "__main__":
+    main()
