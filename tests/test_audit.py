@@ -170,3 +170,17 @@ def test_erasing_a_labeler_keeps_the_labels_under_a_stable_pseudonym(client, adm
     assert stored == 0
     assert alias in json.dumps(trail(client, admin, entity="api_key"))
     assert_problem(client.post(f"/api/v1/keys/{labeler['Authentication-Key']}/erase", headers=admin), 409)
+
+
+def test_status_moves_made_by_jobs_are_recorded_without_a_key(client, admin, image_set, start_worker):
+    from tests import images
+    from tests.helpers import finish, upload_all
+
+    upload_all(image_set["dropbox_url"], {"a.jpg": images.jpeg(seed=90)})
+    start_worker()
+    assert finish(client, admin, image_set["imageset_id"])["status"] == "finished"
+    entries = trail(client, admin, entity="image_set", entity_id=str(image_set["imageset_id"]))
+    admin_key = admin["Authentication-Key"]
+    assert [(e["action"], e["before"], e["after"], e["key_id"]) for e in entries] == [
+        ("status", {"status": "finishing"}, {"status": "finished"}, None),  # the finishing job's move
+        ("status", {"status": "created"}, {"status": "finishing"}, admin_key)]

@@ -16,6 +16,7 @@ from app.errors import Conflict, NotFound, WorkInterrupted
 from app.exports import automl, coco
 from app.extensions import db
 from app.models import Campaign, Dataset, DatasetImage, Image
+from app.services import audit
 from app.services.failures import record_failure
 from app.services.lookup import get_or_404
 from app.state import app_state
@@ -132,6 +133,7 @@ def build(dataset_id: int, *, should_stop: Callable[[], bool] = lambda: False) -
         dataset.annotations_sha256, dataset.image_count, dataset.object_count = digest, images, objects
         if dataset.status != "exported":  # a re-run after the export (registration failed) tells nothing new
             webhooks.emit("dataset.exported", _event(dataset, "exported"))
+            audit.record("status", "dataset", dataset_id, {"status": dataset.status}, {"status": "exported"})
         dataset.status, dataset.date_exported, dataset.error = "exported", datetime.now(timezone.utc), None
     logger.info("dataset exported", extra={"dataset_id": dataset_id, "images": images, "objects": objects})
     if not settings.azure_ml_configured:
@@ -148,6 +150,7 @@ def build(dataset_id: int, *, should_stop: Callable[[], bool] = lambda: False) -
     with unit_of_work():
         dataset = db.session.get(Dataset, dataset_id)
         dataset.azureml_labels_id, dataset.azureml_images_id = labels_id, images_id
+        audit.record("status", "dataset", dataset_id, {"status": dataset.status}, {"status": "registered"})
         dataset.status, dataset.date_registered = "registered", datetime.now(timezone.utc)
         webhooks.emit("dataset.registered", _event(dataset, "registered"))
     logger.info("dataset registered", extra={"dataset_id": dataset_id})
@@ -155,7 +158,7 @@ def build(dataset_id: int, *, should_stop: Callable[[], bool] = lambda: False) -
 
 def mark_failed(dataset_id: int, exc: BaseException) -> None:
     """The build gave up (or Azure ML refused for good): the version shows why; POST retry builds it again."""
-    record_failure(Dataset, dataset_id, exc, applies=lambda d: d.status != "registered",
+    record_failure(Dataset, dataset_id, exc, applies=lambda d: d.status != "registered", audited_as="dataset",
                    detail=str(exc) if isinstance(exc, RegistrationRefused) else None,
                    on_failed=lambda d: webhooks.emit("dataset.failed", {**_event(d, "failed"), "error": d.error}))
 

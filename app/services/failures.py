@@ -10,6 +10,7 @@ from collections.abc import Callable
 from app.errors import DomainError
 from app.extensions import db
 from app.logs import redact, request_id_var
+from app.services import audit
 from app.unit_of_work import unit_of_work
 
 
@@ -30,13 +31,17 @@ def shown_to_users(exc: BaseException) -> str:
 
 def record_failure(model, row_id: int, exc: BaseException, *, applies: Callable[[object], bool],
                    detail: str | None = None, limit: int = 1000,
-                   on_failed: Callable[[object], None] = lambda row: None) -> None:
+                   on_failed: Callable[[object], None] = lambda row: None, audited_as: str | None = None) -> None:
     """Mark the row failed with `detail` (else what `shown_to_users` says), if `applies` to its current state,
-    then `on_failed(row)` in the same transaction (an event to emit). Runs in a fresh unit of work: whatever the
-    failed attempt left in the session is rolled back first."""
+    then `on_failed(row)` in the same transaction (an event to emit), and the status move in the audit trail as
+    entity `audited_as` (a job's move: no key). Runs in a fresh unit of work: whatever the failed attempt left
+    in the session is rolled back first."""
     db.session.rollback()
     with unit_of_work():
         row = db.session.get(model, row_id)
         if row is not None and applies(row):
+            before = row.status
             row.status, row.error = "failed", redact(detail or shown_to_users(exc))[:limit]
+            if audited_as:
+                audit.record("status", audited_as, row_id, {"status": before}, {"status": "failed", "error": row.error})
             on_failed(row)

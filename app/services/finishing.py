@@ -34,7 +34,7 @@ from app.ingest.pipeline import Outcome
 from app.ingest.rules import Rules
 from app.jobs.exclusive import try_exclusive
 from app.models import FinishChunk, FinishReport, ImageSet
-from app.services import image_sets
+from app.services import audit, image_sets
 from app.services.failures import record_failure, shown_to_users, summary
 from app.services.image_facts import LARGE_HEAD_BYTES, MIME_TYPES, TAIL_BYTES
 from app.state import app_state
@@ -186,6 +186,7 @@ def _final_step_if_complete(imageset_id: int) -> None:
             FinishChunk.imageset_id == imageset_id, FinishChunk.done.is_(False)))
         if open_chunks:
             return
+        audit.record("status", "image_set", imageset_id, {"status": "finishing"}, {"status": "finished"})
         image_set.status, image_set.date_finished = "finished", datetime.now(timezone.utc)
         container = image_set.upload_container
         progress = image_sets.progress(image_set)
@@ -205,6 +206,7 @@ def mark_failed(imageset_id: int, exc: BaseException, *, detail: str | None = No
     """The job gave up: show the error on the set (`detail`, else the error's summary); PUT new_status=finished
     again retries."""
     record_failure(ImageSet, imageset_id, exc, applies=lambda image_set: image_set.status == "finishing",
+                   audited_as="image_set",
                    detail=detail, limit=500, on_failed=lambda image_set: webhooks.emit("image_set.failed", {
                        "imageset_id": imageset_id, "title": image_set.title, "status": "failed",
                        "error": image_set.error}))
