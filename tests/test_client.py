@@ -324,3 +324,21 @@ def test_upload_files_straight_into_a_set_with_labels_and_the_ingest_histogram(a
     with pytest.raises(LabelStoreError) as refused:
         api.upload_files(999999, [tmp_path / "a.jpg"])
     assert refused.value.status == 404
+
+
+def test_import_urls_from_a_file_waits_and_reports(env, api, start_worker, tmp_path):
+    from tests.url_server import UrlServer
+
+    start_worker(url_import_allow_private_networks=True)
+    image_set = api.create_image_set("client urls")
+    with UrlServer() as server:
+        good = server.add("/a.png", images.png(seed=81))
+        copy = server.add("/copy.png", images.png(seed=81))
+        (tmp_path / "urls.txt").write_text(f"# from the survey\n{good}\n\n{copy}\n{server.url('/missing.png')}\n")
+        done = json.loads(run(env, "--json", "import-urls", str(tmp_path / "urls.txt"), "--set",
+                              str(image_set.imageset_id), "--wait").stdout)
+    assert done["status"] == "finished"
+    assert {k: done["progress"][k] for k in ("total", "accepted", "duplicates", "failed")} == {
+        "total": 3, "accepted": 1, "duplicates": 1, "failed": 1}
+    report = {r.url: (r.outcome, r.http_status) for r in api.import_report(done["import_id"])}
+    assert report[server.url("/missing.png")] == ("failed", 404)
