@@ -74,7 +74,8 @@ def from_base64(item: dict) -> File:
 
 
 def upload(imageset_id: int, files: list[File], *, caller: Caller, request_id: str | None) -> list[Result]:
-    image_set = image_sets.get(imageset_id, for_update=True)
+    # Shared: uploads into one set run side by side, while a change of its status waits for them to commit.
+    image_set = image_sets.get(imageset_id, for_share=True)
     if image_set.status != "created":
         raise Conflict(f"image set {imageset_id} is {image_set.status}: it takes uploads only while created",
                        current_status=image_set.status)
