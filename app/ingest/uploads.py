@@ -83,7 +83,7 @@ def upload(imageset_id: int, files: list[File], *, caller: Caller, request_id: s
     rules = image_sets.rules(image_set)
     settings = app_state().settings
     folder = f"{image_set.blobstorage_path}/{SOURCE}"
-    results, orphans = [], []
+    results, orphans, recorded = [], [], []
     for index, file in enumerate(files):
         outcome = Outcome(file.name, metadata=file.metadata)
         outcome.reason = pipeline.unsafe_name(file.name) or file.problem
@@ -96,8 +96,12 @@ def upload(imageset_id: int, files: list[File], *, caller: Caller, request_id: s
         if outcome.path:
             undo_on_failure(partial(_remove, [outcome.path]))  # nothing stays if the request does not commit
         results.append(_record(image_set, file, outcome, index, caller, request_id))
+        recorded.append(outcome)
         if outcome.path and outcome.kind != "accepted":
             orphans.append(outcome.path)  # stored, then found a duplicate meanwhile or refused with its labels
+    # Counted once, at the end: the minute's counter rows are locked in one order until the commit, so two
+    # requests whose files end in different orders of outcomes cannot deadlock on them.
+    pipeline.count_minute(SOURCE, recorded)
     if orphans:
         _remove(orphans)
     return results
@@ -126,7 +130,7 @@ def _record(image_set: ImageSet, file: File, outcome: Outcome, index: int, calle
     try:
         with db.session.begin_nested():
             pipeline.record(image_set.id, [outcome], source=SOURCE,
-                            report=lambda o: report_rows(image_set.id, o, SOURCE))
+                            report=lambda o: report_rows(image_set.id, o, SOURCE), count=False)
             if labelled:
                 campaigns.add_images(file.campaign_id, [{"id": outcome.image_id}])
                 stored_objects = campaigns.submit(file.campaign_id, [{"image_id": outcome.image_id,
@@ -138,7 +142,7 @@ def _record(image_set: ImageSet, file: File, outcome: Outcome, index: int, calle
         outcome.reason = f"labels refused: {reason.removeprefix('item 0: ')}"
         with db.session.begin_nested():
             pipeline.record(image_set.id, [outcome], source=SOURCE,
-                            report=lambda o: report_rows(image_set.id, o, SOURCE))
+                            report=lambda o: report_rows(image_set.id, o, SOURCE), count=False)
     kind = outcome.kind
     return Result(file.name, kind,
                   image_id=outcome.image_id if kind == "accepted" else None,
