@@ -85,8 +85,12 @@ def upload(url: str, n: int) -> None:
     from tests import images
 
     base, _, sas = url.partition("?")
-    with httpx.Client(limits=httpx.Limits(max_connections=16)) as client, ThreadPoolExecutor(16) as pool:
+    started = time.perf_counter()
+    # A generous timeout: Azurite answers slowly at times on a busy machine with a big area.
+    with httpx.Client(limits=httpx.Limits(max_connections=16), timeout=120) as client, ThreadPoolExecutor(16) as pool:
         def put(i):
+            if i and i % 10_000 == 0:
+                print(f"uploaded {i} of {n} ({time.perf_counter() - started:.0f} s)", flush=True)
             response = client.put(f"{base}/tiny_{i:06d}.png?{sas}", content=images.png(seed=i, width=16, height=16),
                                   headers={"x-ms-blob-type": "BlockBlob"})
             assert response.status_code == 201, (i, response.status_code, response.text)

@@ -99,7 +99,7 @@ def _plan(imageset_id: int, should_stop: Callable[[], bool]) -> None:
     if image_set.progress_total is not None and earlier:
         return
     last = earlier[-1] if earlier else None
-    pages = state.storage.upload_area_pages(container, page_size=page_size,
+    pages = state.storage.upload_area_pages(container, page_size=page_size, names_only=True,
                                             continuation_token=last.continuation_token if last else None)
     chunk = last.chunk if last else -1
     for token, blobs in pages:
@@ -138,14 +138,12 @@ def _work_chunk(imageset_id: int, chunk: int, should_stop: Callable[[], bool]) -
     if row is None or row.done or image_set is None or image_set.status != "finishing":
         db.session.rollback()
         return
-    before = db.session.get(FinishChunk, (imageset_id, chunk - 1)) if chunk else None
     rules = image_sets.rules(image_set)
-    container, last_name = image_set.upload_container, row.last_name
-    token, after = (before.continuation_token, before.last_name) if before else (None, None)
+    container, token, last_name = image_set.upload_container, row.continuation_token, row.last_name
     db.session.rollback()
     batch_size, files = state.settings.finish_batch_size, 0
     with ThreadPoolExecutor(state.settings.finish_concurrency, thread_name_prefix="finish") as pool:
-        for blobs in _chunk_files(container, token, after, last_name, page_size=state.settings.finish_chunk_size):
+        for blobs in _chunk_files(container, token, last_name, page_size=state.settings.finish_chunk_size):
             files += len(blobs)
             todo = _not_reported(imageset_id, blobs)
             for start in range(0, len(todo), batch_size):
@@ -160,16 +158,14 @@ def _work_chunk(imageset_id: int, chunk: int, should_stop: Callable[[], bool]) -
     logger.info("finishing chunk done", extra={"imageset_id": imageset_id, "chunk": chunk, "files": files})
 
 
-def _chunk_files(container: str, token: str | None, after: str | None, last_name: str, *, page_size: int):
-    """The chunk's files, page by page: the names after `after` (the chunk before's last name) up to its own
-    last name, listed from the chunk before's token. A file added to the area since the chunk was recorded is
-    among them when its name is in that range, even before the chunk's first listed name (a listing token may
-    resume at the next name it saw, as Azure's does); names it pushes onto a later page are followed there."""
+def _chunk_files(container: str, token: str | None, last_name: str, *, page_size: int):
+    """The chunk's files, page by page: from its token up to its last name, in one listing request unless a
+    file added to the area since the chunk was recorded pushed names onto the next page (followed there)."""
     for _, blobs in app_state().storage.upload_area_pages(container, page_size=page_size, continuation_token=token):
-        within = [blob for blob in blobs if (after is None or blob.name > after) and blob.name <= last_name]
+        within = [blob for blob in blobs if blob.name <= last_name]
         if within:
             yield within
-        if blobs and blobs[-1].name > last_name:
+        if not blobs or blobs[-1].name >= last_name:  # reached the chunk's last name: the rest is the next's
             return
 
 
