@@ -265,3 +265,6 @@ def configure(level: str = "INFO", fmt: str = "text") -> None:
         logging.getLogger(name).handlers = []
         logging.getLogger(name).propagate = True
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)  # we log each request ourselves
+    # Connexion warns "this operation accepts multiple content types" several times per request to such an
+    # operation (direct upload: multipart or JSON), on every request; it is its only message there.
+    logging.getLogger("connexion.operations.openapi3").setLevel(logging.ERROR)

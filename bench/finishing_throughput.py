@@ -118,7 +118,8 @@ def main() -> None:
                 upload(storage, floor_area, range(n))
                 upload(storage, ours_area, range(100_000, 100_000 + n))
                 upload(storage, labelapi_area, range(200_000, 200_000 + n))
-                assert all(b.md5 for b in storage.list_upload_area(ours_area)), "no Content-MD5 stored by Azurite"
+                assert all(b.content_settings.content_md5 for b in storage.service.get_container_client(
+                    ours_area).list_blobs()), "no Content-MD5 stored by Azurite"
 
                 Discarded.count = 0
                 floor_1, floor_n = floor(storage, floor_area, settings.finish_concurrency, "bench-floor-1")

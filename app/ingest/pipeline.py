@@ -163,13 +163,14 @@ def known_images(md5s: Iterable[str]) -> dict[str, int]:
 
 
 def record(imageset_id: int, outcomes: list[Outcome], *, source: str,
-           report: Callable[[list[Outcome]], list[Outcome]]) -> list[Outcome]:
+           report: Callable[[list[Outcome]], list[Outcome]], count: bool = True) -> list[Outcome]:
     """Catalogue the new images and record every outcome, in the caller's transaction (flushed, not committed).
 
     Duplicates are decided in one query (already an image, or an earlier file of this batch with the same
     bytes); a concurrent insert of the same bytes elsewhere makes this one a duplicate of it. `report` writes
     the source's rows and returns the outcomes it actually wrote (a row already there, from a run before,
-    is not written twice): only those are counted in the histogram, so every file counts once."""
+    is not written twice): only those are counted in the histogram, so every file counts once. With `count`
+    False the caller counts them itself, once per transaction (`count_minute`)."""
     candidates = [o for o in outcomes if o.candidate]
     for outcome in candidates:
         outcome.duplicate, outcome.image_id = False, None
@@ -207,7 +208,8 @@ def record(imageset_id: int, outcomes: list[Outcome], *, source: str,
             [{"imageset_id": imageset_id, "image_id": image_id} for image_id in sorted(members)])
             .on_conflict_do_nothing())
     written = report(outcomes)
-    count_minute(source, written)
+    if count:
+        count_minute(source, written)
     made = sorted(o.image_id for o in new if not o.duplicate and o.image_id)
     if made:
         renditions.defer_for(made)  # made by a job once this transaction commits

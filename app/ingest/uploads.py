@@ -74,7 +74,8 @@ def from_base64(item: dict) -> File:
 
 
 def upload(imageset_id: int, files: list[File], *, caller: Caller, request_id: str | None) -> list[Result]:
-    image_set = image_sets.get(imageset_id, for_update=True)
+    # Shared: uploads into one set run side by side, while a change of its status waits for them to commit.
+    image_set = image_sets.get(imageset_id, for_share=True)
     if image_set.status != "created":
         raise Conflict(f"image set {imageset_id} is {image_set.status}: it takes uploads only while created",
                        current_status=image_set.status)
@@ -82,7 +83,7 @@ def upload(imageset_id: int, files: list[File], *, caller: Caller, request_id: s
     rules = image_sets.rules(image_set)
     settings = app_state().settings
     folder = f"{image_set.blobstorage_path}/{SOURCE}"
-    results, orphans = [], []
+    results, orphans, recorded = [], [], []
     for index, file in enumerate(files):
         outcome = Outcome(file.name, metadata=file.metadata)
         outcome.reason = pipeline.unsafe_name(file.name) or file.problem
@@ -95,8 +96,12 @@ def upload(imageset_id: int, files: list[File], *, caller: Caller, request_id: s
         if outcome.path:
             undo_on_failure(partial(_remove, [outcome.path]))  # nothing stays if the request does not commit
         results.append(_record(image_set, file, outcome, index, caller, request_id))
+        recorded.append(outcome)
         if outcome.path and outcome.kind != "accepted":
             orphans.append(outcome.path)  # stored, then found a duplicate meanwhile or refused with its labels
+    # Counted once, at the end: the minute's counter rows are locked in one order until the commit, so two
+    # requests whose files end in different orders of outcomes cannot deadlock on them.
+    pipeline.count_minute(SOURCE, recorded)
     if orphans:
         _remove(orphans)
     return results
@@ -125,7 +130,7 @@ def _record(image_set: ImageSet, file: File, outcome: Outcome, index: int, calle
     try:
         with db.session.begin_nested():
             pipeline.record(image_set.id, [outcome], source=SOURCE,
-                            report=lambda o: report_rows(image_set.id, o, SOURCE))
+                            report=lambda o: report_rows(image_set.id, o, SOURCE), count=False)
             if labelled:
                 campaigns.add_images(file.campaign_id, [{"id": outcome.image_id}])
                 stored_objects = campaigns.submit(file.campaign_id, [{"image_id": outcome.image_id,
@@ -137,7 +142,7 @@ def _record(image_set: ImageSet, file: File, outcome: Outcome, index: int, calle
         outcome.reason = f"labels refused: {reason.removeprefix('item 0: ')}"
         with db.session.begin_nested():
             pipeline.record(image_set.id, [outcome], source=SOURCE,
-                            report=lambda o: report_rows(image_set.id, o, SOURCE))
+                            report=lambda o: report_rows(image_set.id, o, SOURCE), count=False)
     kind = outcome.kind
     return Result(file.name, kind,
                   image_id=outcome.image_id if kind == "accepted" else None,

@@ -100,7 +100,7 @@ def _plan(imageset_id: int, should_stop: Callable[[], bool]) -> None:
     if image_set.progress_total is not None and earlier:
         return
     last = earlier[-1] if earlier else None
-    pages = state.storage.upload_area_pages(container, page_size=page_size,
+    pages = state.storage.upload_area_pages(container, page_size=page_size, names_only=True,
                                             continuation_token=last.continuation_token if last else None)
     chunk = last.chunk if last else -1
     for token, blobs in pages:
@@ -114,7 +114,8 @@ def _plan(imageset_id: int, should_stop: Callable[[], bool]) -> None:
             db.session.add(FinishChunk(imageset_id=imageset_id, chunk=chunk, continuation_token=token,
                                        last_name=blobs[-1].name, files=len(blobs)))
             _defer_chunk(imageset_id, chunk)
-    with unit_of_work():
+    with unit_of_work():  # the set's row first: a chunk completed meanwhile corrects its count under it
+        db.session.execute(select(ImageSet.id).where(ImageSet.id == imageset_id).with_for_update(of=ImageSet))
         total = db.session.scalar(select(func.coalesce(func.sum(FinishChunk.files), 0))
                                   .where(FinishChunk.imageset_id == imageset_id))
         db.session.execute(update(ImageSet).where(ImageSet.id == imageset_id).values(progress_total=total))
@@ -141,26 +142,31 @@ def _work_chunk(imageset_id: int, chunk: int, should_stop: Callable[[], bool]) -
     rules = image_sets.rules(image_set)
     container, token, last_name = image_set.upload_container, row.continuation_token, row.last_name
     db.session.rollback()
-    batch_size = state.settings.finish_batch_size
+    batch_size, files = state.settings.finish_batch_size, 0
     with ThreadPoolExecutor(state.settings.finish_concurrency, thread_name_prefix="finish") as pool:
         for blobs in _chunk_files(container, token, last_name, page_size=state.settings.finish_chunk_size):
+            files += len(blobs)
             todo = _not_reported(imageset_id, blobs)
             for start in range(0, len(todo), batch_size):
                 _stop_if_asked(should_stop, imageset_id)
                 _process(image_set, rules, todo[start:start + batch_size], pool)
-    with unit_of_work():
-        db.session.execute(update(FinishChunk).where(FinishChunk.imageset_id == imageset_id,
-                                                     FinishChunk.chunk == chunk).values(done=True))
+    with unit_of_work():  # the set's row first, as `_plan` takes it: the total moves by exactly what was found
+        image_set = db.session.scalar(select(ImageSet).where(ImageSet.id == imageset_id).with_for_update(of=ImageSet))
+        row = db.session.get(FinishChunk, (imageset_id, chunk))
+        if image_set.progress_total is not None:
+            image_set.progress_total += files - row.files
+        row.files, row.done = files, True
+    logger.info("finishing chunk done", extra={"imageset_id": imageset_id, "chunk": chunk, "files": files})
 
 
 def _chunk_files(container: str, token: str | None, last_name: str, *, page_size: int):
-    """The chunk's files, page by page: from its token up to its last name (a file added to the area since
-    the chunk was recorded may push its names onto the next page; they are followed there)."""
+    """The chunk's files, page by page: from its token up to its last name, in one listing request unless a
+    file added to the area since the chunk was recorded pushed names onto the next page (followed there)."""
     for _, blobs in app_state().storage.upload_area_pages(container, page_size=page_size, continuation_token=token):
         within = [blob for blob in blobs if blob.name <= last_name]
         if within:
             yield within
-        if len(within) < len(blobs):
+        if not blobs or blobs[-1].name >= last_name:  # reached the chunk's last name: the rest is the next's
             return
 
 

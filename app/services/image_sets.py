@@ -65,8 +65,8 @@ def upload_url(image_set: ImageSet) -> SignedUrl:
                                          timedelta(days=state.settings.imageset_upload_token_valid_days))
 
 
-def get(imageset_id: int, *, for_update: bool = False) -> ImageSet:
-    return get_or_404(ImageSet, imageset_id, "image set", for_update=for_update)
+def get(imageset_id: int, *, for_update: bool = False, for_share: bool = False) -> ImageSet:
+    return get_or_404(ImageSet, imageset_id, "image set", for_update=for_update, for_share=for_share)
 
 
 def list_sets(*, page: int, per_page: int) -> Page:

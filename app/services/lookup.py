@@ -5,11 +5,12 @@ from app.errors import Conflict, NotFound
 from app.extensions import db
 
 
-def get_or_404(model, id_: int, noun: str, *, for_update: bool = False):
-    """The row with this primary key (locked for the transaction with for_update), or NotFound "no <noun> <id>"."""
+def get_or_404(model, id_: int, noun: str, *, for_update: bool = False, for_share: bool = False):
+    """The row with this primary key (locked for the transaction with for_update; with for_share, a lock that
+    other sharers hold too, while a change of the row waits), or NotFound "no <noun> <id>"."""
     query = select(model).where(model.id == id_)
-    if for_update:
-        query = query.with_for_update(of=model)
+    if for_update or for_share:
+        query = query.with_for_update(of=model, read=not for_update)
     row = db.session.scalar(query)
     if row is None:
         raise NotFound(f"no {noun} {id_}")

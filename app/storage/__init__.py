@@ -233,15 +233,17 @@ class BlobStorage:
         for blob in self._listing(container, lambda area: area.list_blobs()):
             yield BlobInfo(blob.name, blob.size)
 
-    def upload_area_pages(self, container: str, *, page_size: int,
-                          continuation_token: str | None = None) -> Iterator[tuple[str | None, list[BlobInfo]]]:
+    def upload_area_pages(self, container: str, *, page_size: int, continuation_token: str | None = None,
+                          names_only: bool = False) -> Iterator[tuple[str | None, list[BlobInfo]]]:
         """The area's listing page by page from `continuation_token` (None: the start), each page with the token
-        that lists it again: a page is a unit of work that any worker can find again later."""
+        that lists it again: a page is a unit of work that any worker can find again later. With `names_only`
+        the sizes are 0 and the page is read several times faster (the SDK's names-only parser)."""
         def pages(area):
-            paged = area.list_blobs(results_per_page=page_size).by_page(continuation_token=continuation_token)
+            listing = area.list_blob_names if names_only else area.list_blobs
+            paged = listing(results_per_page=page_size).by_page(continuation_token=continuation_token)
             token = continuation_token
             for page in paged:
-                yield token, [BlobInfo(blob.name, blob.size) for blob in page]
+                yield token, [BlobInfo(blob, 0) if names_only else BlobInfo(blob.name, blob.size) for blob in page]
                 token = paged.continuation_token
                 if not token:
                     return
