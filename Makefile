@@ -54,9 +54,10 @@ install-test: $(VENV)/.installed-test node_modules/.installed .venv-mltable/.ins
 run: install-dev
 	$(PY) -m app run
 
-# Four pytest-xdist workers, each with its own PostgreSQL and Azurite: most slow tests wait on processes, so
-# four overlap well even on two cores. TEST_WORKERS=0 runs the suite in one process.
-TEST_WORKERS ?= 4
+# Two pytest-xdist workers, each with its own PostgreSQL and Azurite. The suite starts many real processes
+# (workers, servers, browsers): four xdist workers loaded two cores past what the timing tests (a worker's
+# shutdown, a status probe's deadline) allow. TEST_WORKERS=0 runs the suite in one process.
+TEST_WORKERS ?= 2
 test: install-test
 	$(PY) -m pytest -n $(TEST_WORKERS) --dist worksteal
 
