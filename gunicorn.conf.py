@@ -22,7 +22,17 @@ control_socket_disable = True
 
 
 def on_starting(server):
-    """Counters left by an earlier run would be summed with the new ones: start from an empty directory."""
+    """The settings are checked once, before any worker is forked: a bad configuration stops gunicorn with the
+    app's one line and gunicorn's "app failed to load" status (4). Left to the workers, every one of them fails
+    at once, and gunicorn 27, halting on the first, raises again on the second and prints a traceback.
+    Counters left by an earlier run would be summed with the new ones: start from an empty directory."""
+    from app.settings import load_or_exit
+
+    try:
+        load_or_exit(need_servers=True)
+    except SystemExit:
+        on_exit(server)
+        raise SystemExit(4) from None
     for path in glob.glob(os.path.join(metrics_dir, "*.db")):
         os.remove(path)
 
