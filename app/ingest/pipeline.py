@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import BinaryIO
 
-from sqlalchemy import select, text
+from sqlalchemy import select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from app.extensions import db
@@ -214,6 +214,15 @@ def record(imageset_id: int, outcomes: list[Outcome], *, source: str,
     if made:
         renditions.defer_for(made)  # made by a job once this transaction commits
     return written
+
+
+def move_counters(table, row_id: int, outcomes: Iterable[Outcome], columns: dict) -> None:
+    """Add the outcomes to a row's per-outcome counters (`columns`: outcome -> counter column): a set's progress,
+    an import's, moved by the report rows actually written."""
+    counts = Counter(o.kind for o in outcomes)
+    if counts:
+        db.session.execute(update(table).where(table.id == row_id).values(
+            {column: column + counts[kind] for kind, column in columns.items()}))
 
 
 def count_minute(source: str, outcomes: Iterable[Outcome], *, at: datetime | None = None) -> None:

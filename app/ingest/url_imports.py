@@ -26,7 +26,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from flask import current_app
-from sqlalchemy import func, select, text, update
+from sqlalchemy import func, select, text
 from sqlalchemy.exc import DBAPIError
 
 from app import jobs
@@ -313,13 +313,9 @@ def _report(import_id: int, outcomes: list[Outcome], place: dict[int, tuple[int,
         RETURNING i.position"""), {"import_id": import_id, "positions": positions, "kinds": kinds,
                                    "image_ids": image_ids, "reasons": reasons, "statuses": statuses}))
     mine = [o for o in outcomes if place[id(o)][0] in written]
-    if mine:
-        kinds = [o.kind for o in mine]
-        db.session.execute(update(UrlImport).where(UrlImport.id == import_id).values(
-            accepted=UrlImport.accepted + kinds.count("accepted"),
-            duplicates=UrlImport.duplicates + kinds.count("duplicate"),
-            rejected=UrlImport.rejected + kinds.count("rejected"),
-            failed=UrlImport.failed + kinds.count("failed")))
+    pipeline.move_counters(UrlImport, import_id, mine, {
+        "accepted": UrlImport.accepted, "duplicate": UrlImport.duplicates, "rejected": UrlImport.rejected,
+        "failed": UrlImport.failed})
     return mine
 
 

@@ -307,11 +307,7 @@ def report_rows(imageset_id: int, outcomes: list[Outcome], source: str) -> list[
         index_elements=["imageset_id", "name"], index_where=FinishReport.source == "dropbox",
     ).returning(FinishReport.name)))
     written = [o for o in outcomes if o.name in written_names]
-    if written:
-        kinds = [o.kind for o in written]
-        db.session.execute(update(ImageSet).where(ImageSet.id == imageset_id).values(
-            progress_accepted=ImageSet.progress_accepted + kinds.count("accepted"),
-            progress_duplicates=ImageSet.progress_duplicates + kinds.count("duplicate"),
-            progress_rejected=ImageSet.progress_rejected + kinds.count("rejected"),
-            progress_failed=ImageSet.progress_failed + kinds.count("failed")))
+    pipeline.move_counters(ImageSet, imageset_id, written, {
+        "accepted": ImageSet.progress_accepted, "duplicate": ImageSet.progress_duplicates,
+        "rejected": ImageSet.progress_rejected, "failed": ImageSet.progress_failed})
     return written
