@@ -113,7 +113,8 @@ class Settings(BaseSettings):
     url_import_retries: int = Field(3, ge=0, le=10)  # tries after the first, on timeouts, connection errors, 429, 5xx
     url_import_backoff_seconds: float = Field(0.5, ge=0, le=60)  # doubled before each further retry
     url_import_allow_private_networks: bool = False  # let URLs reach loopback, private and link-local addresses
-    url_import_chunk_size: int = Field(200, ge=1, le=5000)  # URLs per job: any worker may take any chunk
+    url_import_chunk_size: int = Field(100, ge=1, le=5000)  # URLs per job: any worker may take any chunk;
+    # small enough that the last wave of chunks still keeps every worker slot busy (bench/url_import.py)
     url_import_batch_size: int = Field(50, ge=1, le=1000)  # fetched URLs recorded per database transaction
 
     # --- webhooks (app/webhooks); URLs pass URL import's SSRF guard, url_import_allow_private_networks included

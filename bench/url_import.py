@@ -45,15 +45,42 @@ def run_import(api, urls: list[str], title: str) -> tuple[float, dict]:
             time.sleep(0.05)
 
 
+def settle(database_url: str) -> None:
+    """Wait until the workers have no job left (the imported images' renditions, mostly)."""
+    import psycopg
+    with psycopg.connect(database_url, autocommit=True) as connection:
+        while connection.execute("SELECT count(*) FROM procrastinate_jobs WHERE status IN ('todo', 'doing')"
+                                 ).fetchone()[0]:
+            time.sleep(0.2)
+
+
+def print_timeline(database_url: str, import_id: int) -> None:
+    """Each chunk job's start and end, in seconds from the first start (from procrastinate's events)."""
+    import psycopg
+    with psycopg.connect(database_url) as connection:
+        rows = connection.execute("""
+            SELECT (j.args->>'first')::int, min(e.at) FILTER (WHERE e.type = 'started'),
+                   max(e.at) FILTER (WHERE e.type = 'succeeded')
+            FROM procrastinate_jobs j JOIN procrastinate_events e ON e.job_id = j.id
+            WHERE j.task_name LIKE '%%import_urls_chunk' AND (j.args->>'import_id')::int = %s
+            GROUP BY 1 ORDER BY 2""", (import_id,)).fetchall()
+    zero = rows[0][1]
+    for first, started, ended in rows:
+        print(f"  chunk at {first:6d}: {(started - zero).total_seconds():6.2f} s -> {(ended - zero).total_seconds():6.2f} s")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=2000)
-    count = parser.parse_args().count
+    parser.add_argument("--workers", type=int, default=1, help="worker processes (python -m app worker)")
+    parser.add_argument("--timeline", action="store_true", help="print when each chunk job ran")
+    arguments = parser.parse_args()
+    count, timeline, processes = arguments.count, arguments.timeline, arguments.workers
     settings = load()
     in_flight = settings.worker_concurrency * min(settings.url_import_concurrency, settings.url_import_per_host)
     with spawned(images=count + WARM_UP) as base_url, served_api("--log-level", "warning") as api:
-        worker = subprocess.Popen([sys.executable, "-m", "app", "worker"], cwd=ROOT, env={
-            **api.env, "URL_IMPORT_ALLOW_PRIVATE_NETWORKS": "true"})
+        workers = [subprocess.Popen([sys.executable, "-m", "app", "worker"], cwd=ROOT, env={
+            **api.env, "URL_IMPORT_ALLOW_PRIVATE_NETWORKS": "true"}) for _ in range(processes)]
         try:
             urls = [base_url + image_path(i) for i in range(count)]
             warm = [base_url + image_path(i) for i in range(count, count + WARM_UP)]
@@ -62,10 +89,15 @@ def main() -> None:
             assert warmed["status"] == "finished", warmed
             before = floor(urls, in_flight)
             mine, result = run_import(api, urls, "bench url import")
+            if timeline:
+                print_timeline(api.database_url, result["import_id"])
+            settle(api.database_url)  # the renditions the import queued would slow the second floor
             after = floor(urls, in_flight)
         finally:
-            worker.terminate()
-            worker.wait()
+            for worker in workers:
+                worker.terminate()
+            for worker in workers:
+                worker.wait()
     assert result["status"] == "finished" and result["progress"]["accepted"] == count, result
     base = (before + after) / 2
     ours_rate, floor_rate = count / mine, count / base
