@@ -130,10 +130,44 @@ def _empty_tables(request):
     flask_app = request.getfixturevalue("flask_app")
     with flask_app.app_context():
         with db.engine.begin() as conn:
-            tables = conn.execute(text(
-                "SELECT tablename FROM pg_tables WHERE schemaname = current_schema() "
-                "AND tablename <> 'alembic_version'")).scalars().all()
-            conn.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
+            empty_what_the_test_wrote(conn)
+
+
+_TABLES: list[str] = []  # children before the tables they reference
+
+
+def empty_what_the_test_wrote(conn) -> None:
+    """Every table back to empty and every sequence back to 1, as TRUNCATE of all tables RESTART IDENTITY would
+    leave them, at the cost of the rows the test wrote: the tables it wrote to are found in one query and
+    emptied by DELETE, children first (TRUNCATE makes new files for each table and index: ~2 ms apiece)."""
+    if not _TABLES:
+        _TABLES.extend(_children_first(conn))
+    written = conn.execute(text(" UNION ALL ".join(
+        f"SELECT '{table}' WHERE EXISTS (SELECT FROM {table})" for table in _TABLES))).scalars().all()
+    for table in written:
+        conn.execute(text(f"DELETE FROM {table}"))
+    conn.execute(text("SELECT setval(format('%I.%I', schemaname, sequencename), 1, false) FROM pg_sequences "
+                      "WHERE schemaname = current_schema() AND last_value IS NOT NULL"))
+
+
+def _children_first(conn) -> list[str]:
+    tables = conn.execute(text(
+        "SELECT tablename FROM pg_tables WHERE schemaname = current_schema() AND tablename <> 'alembic_version' "
+        "ORDER BY tablename")).scalars().all()
+    references = {table: set() for table in tables}  # table -> the other tables it references
+    for child, parent in conn.execute(text(
+            "SELECT conrelid::regclass::text, confrelid::regclass::text FROM pg_constraint "
+            "WHERE contype = 'f' AND connamespace = current_schema()::regnamespace")):
+        if child != parent:
+            references[child.strip('"')].add(parent.strip('"'))
+    ordered, placed = [], set()
+    while len(ordered) < len(tables):  # a table goes once no table not yet placed references it
+        ready = [t for t in tables if t not in placed
+                 and not any(t in references[other] for other in tables if other not in placed)]
+        assert ready, f"the foreign keys between {sorted(set(tables) - placed)} form a cycle"
+        ordered.extend(ready)
+        placed.update(ready)
+    return [f'"{table}"' for table in ordered]
 
 
 # --- keys ------------------------------------------------------------------------------------------

@@ -18,7 +18,8 @@ from functools import cached_property
 from urllib.parse import quote
 
 import requests
-from azure.core.exceptions import AzureError, HttpResponseError, ResourceExistsError, ResourceNotFoundError
+from azure.core.exceptions import (AzureError, HttpResponseError, ResourceExistsError, ResourceNotFoundError,
+                                   ServiceRequestTimeoutError, ServiceResponseTimeoutError)
 from azure.core.pipeline.transport import RequestsTransport
 from azure.storage.blob import (BlobBlock, BlobSasPermissions, BlobServiceClient, ContainerSasPermissions, ContentSettings,
                                 ExponentialRetry, generate_blob_sas, generate_container_sas)
@@ -395,6 +396,9 @@ class BlobStorage:
 
 
 def _short(exc: Exception) -> str:
-    """The first line of an Azure error, which carries no URL query (so no SAS) and no key."""
+    """The first line of an Azure error, which carries no URL query (so no SAS) and no key; a timeout in the
+    same words as a status check's deadline (both may end a hung probe, whichever comes first)."""
+    if isinstance(exc, (ServiceRequestTimeoutError, ServiceResponseTimeoutError)):
+        return "no answer within the timeout" + (" (connect)" if isinstance(exc, ServiceRequestTimeoutError) else "")
     text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     return text[:200]
