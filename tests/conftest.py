@@ -1,9 +1,10 @@
 """Fixtures: a real PostgreSQL (pgserver's binaries) and a real Azurite on free loopback ports, started
 once per session, unless TEST_DATABASE_URL / TEST_AZURE_STORAGE_CONNECTION_STRING point elsewhere.
 
-The schema comes from the migrations, applied once per session. Each test starts from empty tables
-(truncation rather than rollback: API keys are read on the auth module's own connections, and worker
-processes and concurrent requests must see committed data).
+The schema comes from the migrations, applied once per session. Each test starts from empty tables and
+sequences at 1: after it, the tables it wrote to are emptied (`empty_what_the_test_wrote`). Not a rollback
+per test: API keys are read on the key store's own connections (app.auth.key_store), and worker processes
+and concurrent requests must see committed data.
 
 `make test` runs the suite in pytest-xdist worker processes: each is a session of its own, with its own
 PostgreSQL and Azurite, so tests that stop or restart them touch only their own worker's servers.
