@@ -61,6 +61,8 @@ class Settings(BaseSettings):
     azure_storage_account_url: str | None = None  # keyless: azure-identity, user delegation SAS
     azure_storage_imageset_container: str = "images"
     azure_storage_imageset_folder: str = Field("imagesets", min_length=1, max_length=200)
+    azure_storage_timeout_seconds: float = Field(20.0, gt=0, le=600)  # connect and read, per storage call
+    azure_storage_retries: int = Field(3, ge=0, le=10)  # SDK retries of a call on 5xx, 408 and network errors
     image_read_token_valid_minutes: int = Field(60, gt=0, le=7 * 24 * 60)
     image_read_token_valid_days: int | None = Field(None, gt=0, le=7)
     imageset_upload_token_valid_days: int = Field(7, gt=0, le=7)

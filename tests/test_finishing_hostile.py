@@ -128,7 +128,7 @@ def test_a_forged_content_md5_neither_hides_nor_steals_an_image(client, admin, m
 
 def test_a_name_storage_cannot_list_fails_the_set_at_once_with_what_to_do(client, admin, make_image_set,
                                                                          start_worker):
-    start_worker()
+    start_worker(azure_storage_retries=0)  # Azurite answers such a listing with a 500, which the SDK would retry
     image_set = make_image_set("unlistable")
     put(image_set["dropbox_url"], "good.png", images.png(seed=31))
     put(image_set["dropbox_url"], "bell%07.png", images.png(seed=32))  # "bell\a.png": Azurite cannot list it

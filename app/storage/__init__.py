@@ -101,6 +101,8 @@ class BlobStorage:
     @classmethod
     def from_settings(cls, settings, **options) -> "BlobStorage":
         conn = settings.azure_storage_connection_string
+        options = {"timeout": settings.azure_storage_timeout_seconds, "retries": settings.azure_storage_retries,
+                   **options}
         return cls(connection_string=conn.get_secret_value() if conn else None,
                    account_url=settings.azure_storage_account_url,
                    container=settings.azure_storage_imageset_container, **options)
