@@ -25,14 +25,17 @@ from typing import BinaryIO
 
 from sqlalchemy import select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.exc import DBAPIError
 
+from app.errors import database_unavailable
 from app.extensions import db
 from app.ingest.rules import Rules, violation
 from app.models import Image, ImageSetMember
 from app.services import renditions
-from app.services.failures import summary
+from app.services.failures import shown_to_users, summary
 from app.state import app_state
 from app.services.image_facts import LARGE_HEAD_BYTES, MIME_TYPES, TAIL_BYTES, Facts, Rejected, read_facts
+from app.unit_of_work import unit_of_work
 
 logger = logging.getLogger(__name__)
 
@@ -239,6 +242,47 @@ def count_minute(source: str, outcomes: Iterable[Outcome], *, at: datetime | Non
         ON CONFLICT (minute, source, outcome) DO UPDATE SET count = ingest_minutes.count + excluded.count"""),
         {"minute": minute, "source": source, "outcomes": sorted(counts),
          "counts": [counts[k] for k in sorted(counts)]})
+
+
+def record_batch(outcomes: list[Outcome], record: Callable[[list[Outcome]], object], *, context: dict) -> None:
+    """`record(outcomes)` in one unit of work. Should the database refuse the batch (a value it will not take,
+    not an outage: that is raised, for the job to retry), each outcome is recorded alone, and one refused even
+    alone is recorded as rejected, "could not be catalogued", so it never blocks the rest."""
+    try:
+        with unit_of_work():
+            record(outcomes)
+    except DBAPIError as exc:
+        if database_unavailable(exc):
+            raise
+        logger.warning("a batch was refused by the database; recording its files one by one",
+                       extra={**context, "reason": summary(exc)})
+        for outcome in outcomes:
+            _record_alone(outcome, record, context)
+
+
+def _record_alone(outcome: Outcome, record: Callable[[list[Outcome]], object], context: dict) -> None:
+    try:
+        with unit_of_work():
+            record([outcome])
+    except DBAPIError as exc:
+        if database_unavailable(exc):
+            raise
+        outcome.facts, outcome.duplicate, outcome.image_id = None, False, None
+        logger.warning("a file could not be catalogued",
+                       extra={**context, "name": outcome.name[:200], "reason": summary(exc)})
+        outcome.reason = f"could not be catalogued: {shown_to_users(exc)}"  # the database's words stay in the log
+        with unit_of_work():
+            record([outcome])
+
+
+def remove_uncatalogued(outcomes: list[Outcome], pool) -> None:
+    """Delete the stored copies of these outcomes that no image row names (rejected, duplicate, never
+    recorded), `pool` (an Executor) deleting several at once. Best effort: when the database or storage is
+    down, the copies stay for the retry, which stores the same paths again."""
+    try:
+        list(pool.map(app_state().storage.delete_image, uncatalogued([o.path for o in outcomes if o.path])))
+    except Exception as exc:
+        logger.warning("could not remove this batch's uncatalogued copies yet", extra={"reason": summary(exc)})
 
 
 def uncatalogued(paths: list[str]) -> list[str]:

@@ -29,19 +29,17 @@ from pathlib import Path
 
 from flask import current_app
 from sqlalchemy import func, select, text
-from sqlalchemy.exc import DBAPIError
 
 from app import jobs
 from app.auth.policy import Caller
-from app.errors import (Conflict, NotFound, PayloadTooLarge, Unprocessable, WorkInterrupted,
-                        database_unavailable)
+from app.errors import Conflict, NotFound, PayloadTooLarge, Unprocessable, WorkInterrupted
 from app.extensions import db
 from app.ingest import pipeline
 from app.ingest.fetch import Fetched, fetch_many, options_from
 from app.ingest.pipeline import Outcome
 from app.models import ImageSet, UrlImport, UrlImportItem
 from app.services import image_sets
-from app.services.failures import record_failure, shown_to_users, summary
+from app.services.failures import record_failure
 from app.services.lookup import get_or_404
 from app.services.pagination import Page
 from app.state import app_state
@@ -287,24 +285,14 @@ def _store(batch: list[tuple[int, Fetched]], rules, folder: str, pool: ThreadPoo
 
 
 def _record_batch(import_id: int, imageset_id: int, stored: _Stored, pool: ThreadPoolExecutor) -> None:
-    """Once a batch is stored, its outcomes recorded in one transaction; should the database refuse the
-    batch, each URL is recorded alone. Stored copies that were not catalogued are removed, whatever happened."""
-    outcomes, place = stored.outcomes, stored.place
+    """Once a batch is stored, its outcomes recorded in one transaction (pipeline.record_batch); stored copies
+    that were not catalogued are removed, whatever happened."""
     try:
         for future in stored.futures:
             future.result()
-        record = lambda some: pipeline.record(  # noqa: E731
-            imageset_id, some, source="url", report=lambda written: _report(import_id, written, place))
-        try:
-            with unit_of_work():
-                record(outcomes)
-        except DBAPIError as exc:
-            if database_unavailable(exc):
-                raise
-            logger.warning("a batch was refused by the database; recording its URLs one by one",
-                           extra={"import_id": import_id, "reason": summary(exc)})
-            for outcome in outcomes:
-                _record_alone(outcome, record)
+        pipeline.record_batch(stored.outcomes, lambda some: pipeline.record(
+            imageset_id, some, source="url", report=lambda written: _report(import_id, written, stored.place)),
+            context={"import_id": import_id})
     finally:
         _discard(stored, pool)
 
@@ -312,25 +300,7 @@ def _record_batch(import_id: int, imageset_id: int, stored: _Stored, pool: Threa
 def _discard(stored: _Stored, pool: ThreadPoolExecutor) -> None:
     """Wait for the batch's stores to end, then remove the copies no image row names."""
     wait(stored.futures)
-    try:
-        list(pool.map(app_state().storage.delete_image,
-                      pipeline.uncatalogued([o.path for o in stored.outcomes if o.path])))
-    except Exception as exc:  # the database or storage is down: a retry stores these paths again
-        logger.warning("could not remove this batch's uncatalogued copies yet", extra={"reason": summary(exc)})
-
-
-def _record_alone(outcome: Outcome, record: Callable[[list[Outcome]], list[Outcome]]) -> None:
-    try:
-        with unit_of_work():
-            record([outcome])
-    except DBAPIError as exc:
-        if database_unavailable(exc):
-            raise
-        outcome.facts, outcome.duplicate, outcome.image_id = None, False, None
-        logger.warning("a URL could not be catalogued", extra={"url": outcome.name[:200], "reason": summary(exc)})
-        outcome.reason = f"could not be catalogued: {shown_to_users(exc)}"
-        with unit_of_work():
-            record([outcome])
+    pipeline.remove_uncatalogued(stored.outcomes, pool)
 
 
 def _report(import_id: int, outcomes: list[Outcome], place: dict[int, tuple[int, int | None]]) -> list[Outcome]:

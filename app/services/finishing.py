@@ -24,10 +24,9 @@ from azure.core.exceptions import ResourceNotFoundError
 from flask import current_app
 from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.exc import DBAPIError
 
 from app import jobs
-from app.errors import WorkInterrupted, database_unavailable
+from app.errors import WorkInterrupted
 from app.extensions import db
 from app.ingest import pipeline
 from app.ingest.pipeline import Outcome
@@ -35,7 +34,7 @@ from app.ingest.rules import Rules
 from app.jobs.exclusive import try_exclusive
 from app.models import FinishChunk, FinishReport, ImageSet
 from app.services import audit, image_sets
-from app.services.failures import record_failure, shown_to_users, summary
+from app.services.failures import record_failure
 from app.services.image_facts import LARGE_HEAD_BYTES, MIME_TYPES, TAIL_BYTES
 from app.state import app_state
 from app.storage import BlobInfo
@@ -247,7 +246,6 @@ def _process(image_set: ImageSet, rules: Rules, batch: list[BlobInfo], pool: Thr
     in as a batch (a value the database refuses), each file is recorded alone and the one that cannot be
     is rejected with why; copies that were not catalogued are removed, whatever happened."""
     app = current_app._get_current_object()
-    storage = app_state(app).storage
     container, folder, imageset_id = image_set.upload_container, image_set.blobstorage_path, image_set.id
 
     def in_app(blob):
@@ -256,35 +254,9 @@ def _process(image_set: ImageSet, rules: Rules, batch: list[BlobInfo], pool: Thr
 
     outcomes = list(pool.map(in_app, batch))
     try:
-        try:
-            with unit_of_work():
-                _record(imageset_id, outcomes)
-        except DBAPIError as exc:
-            if database_unavailable(exc):
-                raise
-            logger.warning("a batch was refused by the database; recording its files one by one",
-                           extra={"imageset_id": imageset_id, "reason": summary(exc)})
-            for outcome in outcomes:
-                _record_alone(imageset_id, outcome)
+        pipeline.record_batch(outcomes, lambda some: _record(imageset_id, some), context={"imageset_id": imageset_id})
     finally:  # rejected, duplicate, or never recorded: no copy stays without its catalogue row
-        try:
-            list(pool.map(storage.delete_image, pipeline.uncatalogued([o.path for o in outcomes if o.path])))
-        except Exception as exc:  # the database or storage is down: the retry copies these paths again
-            logger.warning("could not remove this batch's uncatalogued copies yet", extra={"reason": summary(exc)})
-
-
-def _record_alone(imageset_id: int, outcome: Outcome) -> None:
-    try:
-        with unit_of_work():
-            _record(imageset_id, [outcome])
-    except DBAPIError as exc:
-        if database_unavailable(exc):
-            raise
-        outcome.facts, outcome.duplicate, outcome.image_id = None, False, None
-        logger.warning("a file could not be catalogued", extra={"name": outcome.name, "reason": summary(exc)})
-        outcome.reason = f"could not be catalogued: {shown_to_users(exc)}"  # the database's words stay in the log
-        with unit_of_work():
-            _record(imageset_id, [outcome])
+        pipeline.remove_uncatalogued(outcomes, pool)
 
 
 def _record(imageset_id: int, outcomes: list[Outcome]) -> None:
