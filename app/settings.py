@@ -104,6 +104,7 @@ class Settings(BaseSettings):
     worker_stalled_after_seconds: float = Field(30.0, gt=0)  # no heartbeat for this long: its jobs run again
     worker_shutdown_grace_seconds: float = Field(10.0, ge=0)  # on SIGTERM, running jobs get this long
     worker_hard_stop_margin_seconds: float = Field(10.0, ge=0)  # then this long to stop between batches, or exit
+    history_retention_days: int = Field(30, ge=1, le=3650)  # finished jobs, their failures, webhook events: then pruned
     migrate_wait_seconds: float = Field(60.0, ge=0, le=3600)  # `migrate` retries an unreachable database this long
 
     # --- URL import (app/ingest/fetch.py); the largest body is max_image_bytes

@@ -16,7 +16,7 @@ from app.jobs.exclusive import exclusive
 from app.logs import request_id_var
 from app.ingest import url_imports
 from app.labelapi import backfill
-from app.services import datasets, finishing
+from app.services import datasets, finishing, housekeeping
 from app.state import app_state
 from app.storage import UnlistableUploadArea
 
@@ -57,6 +57,14 @@ def check_storage(timestamp: int | None = None) -> None:
     as failing jobs."""
     app_state().storage.probe()
     logger.info("storage check passed")
+
+
+@procrastinate_app.periodic(cron="17 3 * * *", periodic_id="prune_history")
+@procrastinate_app.task(name="prune_history", retry=BACKOFF, lock="prune_history")
+def prune_history(timestamp: int | None = None) -> None:
+    """Once a day: finished jobs, old attempt failures and webhook events past HISTORY_RETENTION_DAYS go
+    (app.services.housekeeping). Deletes in batches; run twice at once, the second waits on the lock."""
+    housekeeping.prune()
 
 
 @procrastinate_app.task(name="finish_image_set", retry=BACKOFF, pass_context=True)
