@@ -121,6 +121,20 @@ def test_secret_is_shown_once_and_stored_encrypted(client, admin, app_context):
     assert_problem(client.get(f"/api/v1/webhooks/{given['webhook_id']}", headers=admin), 404)
 
 
+def test_registering_and_deleting_are_in_the_audit_trail_without_the_url_path_or_secret(client, admin):
+    made = register(client, admin, "https://93.184.215.14/hooks/T0KEN-in-the-path?token=abc",
+                    events=["key.revoked"])
+    assert client.delete(f"/api/v1/webhooks/{made['webhook_id']}", headers=admin).status_code == 200
+
+    trail = client.get("/api/v1/audit", params={"entity": "webhook", "entity_id": str(made["webhook_id"])},
+                       headers=admin).json()["entries"]
+    assert [(e["action"], e["before"], e["after"]) for e in trail] == [
+        ("delete", {"url": "https://93.184.215.14/…", "events": ["key.revoked"]}, None),
+        ("create", None, {"url": "https://93.184.215.14/…", "events": ["key.revoked"]})]
+    assert all(e["key_id"] == admin["Authentication-Key"] for e in trail)
+    assert "T0KEN" not in json.dumps(trail) and "abc" not in json.dumps(trail) and made["secret"] not in json.dumps(trail)
+
+
 def test_an_event_exists_exactly_when_its_change_commits(client, admin, make_key, app_context):
     from app.extensions import db
 

@@ -6,6 +6,7 @@ import logging
 import uuid
 from dataclasses import replace
 from datetime import datetime, timezone
+from urllib.parse import urlsplit
 
 from sqlalchemy import select
 
@@ -15,6 +16,7 @@ from app.errors import NotFound, Unprocessable
 from app.extensions import db
 from app.ingest import fetch
 from app.models import Webhook, WebhookDelivery, WebhookEvent
+from app.services import audit
 from app.services.pagination import Page, decode_cursor, encode_cursor, paginate
 from app.state import app_state
 from app.webhooks import EVENTS, TASK, signing
@@ -48,8 +50,16 @@ def register(*, url: str, events: list[str], secret: str | None = None) -> tuple
                       created_by_id=caller.principal_id if caller else None)
     db.session.add(webhook)
     db.session.flush()
+    audit.record("create", "webhook", webhook.id, None, _audited(webhook))
     logger.info("webhook registered", extra={"webhook_id": webhook.id, "events": webhook.events})
     return webhook, secret
+
+
+def _audited(webhook: Webhook) -> dict:
+    """What the trail keeps of a webhook: its events and the URL's origin only (a receiver's path or query
+    often holds a token of its own; the secret is never recorded)."""
+    parts = urlsplit(webhook.url)
+    return {"url": f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}/…", "events": list(webhook.events)}
 
 
 def list_webhooks(*, page: int, per_page: int) -> Page:
@@ -66,6 +76,7 @@ def get(webhook_id: int) -> Webhook:
 def delete(webhook_id: int) -> Webhook:
     """The webhook and its deliveries go; a delivery job still queued finds nothing and ends."""
     webhook = get(webhook_id)
+    audit.record("delete", "webhook", webhook_id, _audited(webhook), None)
     db.session.delete(webhook)
     db.session.flush()
     logger.info("webhook deleted", extra={"webhook_id": webhook_id})
