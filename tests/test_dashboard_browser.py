@@ -242,3 +242,40 @@ def test_a_labeler_sees_only_its_campaign_and_a_reader_no_write_buttons(live_ser
         reader.locator(".kv").first.wait_for()
         assert reader.locator(".actions button").count() == 0
         assert [t.strip() for t in reader.locator("nav.nav a").all_inner_texts()] == ["Overview", "Image sets", "Images", "Campaigns"]
+
+
+def test_overview_counts_every_set_and_campaign_by_status_and_links_to_each_list(live_server, flask_app, admin,
+                                                                                  make_campaign):
+    """The counts come from the API (?status=, per_page=1), not from the newest page of a list."""
+    from app.extensions import db
+
+    with flask_app.app_context():
+        db.session.execute(text(
+            "INSERT INTO image_sets (title, status, blobstorage_path, upload_container, progress_accepted, "
+            "progress_duplicates, progress_rejected, progress_failed, date_created) "
+            "SELECT 'counted ' || n, CASE WHEN n <= 1005 THEN 'finished' WHEN n <= 1008 THEN 'failed' ELSE 'created' END, "
+            "'imagesets/counted ' || n, 'up-counted-' || n, 0, 0, 0, 0, now() FROM generate_series(1, 1010) AS n"))
+        db.session.commit()
+    make_campaign(title="Counted active")
+    make_campaign(title="Counted created", status="created")
+    with browser_for(live_server, flask_app) as b:
+        page = b.page()
+        b.sign_in(page, admin)
+        sets = page.locator("section.card", has=page.locator("h2", has_text="Image sets"))
+        expect(sets.locator(".big-number")).to_have_text("1,010")
+        counts = {c.locator(".badge").inner_text().strip(): c.locator("b").inner_text() for c in
+                  sets.locator(".status-count").all()}
+        assert counts == {"created": "2", "finishing": "0", "finished": "1,005", "failed": "3"}
+        campaigns = page.locator("section.card", has=page.locator("h2", has_text="Campaigns"))
+        expect(campaigns.locator(".big-number")).to_have_text("2")
+        b.shot(page, "overview-counts")
+
+        sets.locator(".status-count", has=page.locator(".badge", has_text="failed")).click()
+        page.locator("h1 .badge", has_text="failed").wait_for()
+        rows = page.locator("table tbody tr")
+        expect(rows).to_have_count(3)
+        assert {r.get_attribute("data-status") for r in rows.all()} == {"failed"}
+        b.shot(page, "image-sets-failed")
+        page.get_by_role("link", name="show all").click()
+        expect(page.locator("h1 .badge")).to_have_count(0)
+        expect(rows).to_have_count(50)  # the first page of all 1,010

@@ -9,6 +9,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
+from sqlalchemy import update
 
 from tests import images
 from tests.helpers import QUICK_RECOVERY, assert_problem, blob_url, finish, put, report, upload_all, wait_until
@@ -423,3 +424,20 @@ def test_an_unexpected_failure_shows_a_job_reference_not_database_internals(clie
     assert failed["status"] == "failed"
     assert failed["error"] == ("failed unexpectedly; the service's log has the detail under job-4242: quote it when "
                                "reporting this")
+
+
+def test_sets_are_listed_by_status_with_the_count_of_that_status(client, admin, make_image_set, app_context):
+    from app.extensions import db
+    from app.models import ImageSet
+
+    made = [make_image_set(f"by status {n}")["imageset_id"] for n in range(4)]
+    db.session.execute(update(ImageSet).where(ImageSet.id.in_(made[:2])).values(status="failed"))
+    db.session.commit()
+
+    failed = client.get("/api/v1/image_sets", params={"status": "failed", "per_page": 1}, headers=admin).json()
+    assert failed["pagination"]["total"] == 2 and [s["imageset_id"] for s in failed["image_sets"]] == made[:1]
+    created = client.get("/api/v1/image_sets", params={"status": "created"}, headers=admin).json()
+    assert [s["imageset_id"] for s in created["image_sets"]] == made[2:]
+    assert client.get("/api/v1/image_sets", params={"status": "finishing"}, headers=admin).json()["image_sets"] == []
+    assert client.get("/api/v1/image_sets", headers=admin).json()["pagination"]["total"] == 4
+    assert "status" in assert_problem(client.get("/api/v1/image_sets", params={"status": "done"}, headers=admin), 400)["detail"]

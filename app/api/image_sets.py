@@ -23,8 +23,8 @@ def image_set_out(image_set, signed_url=None) -> dict:
     return out
 
 
-def list_sets(page=1, per_page=50):
-    result = image_sets.list_sets(page=page, per_page=per_page)
+def list_sets(page=1, per_page=50, status=None):
+    result = image_sets.list_sets(page=page, per_page=per_page, status=status)
     return {"pagination": result.pagination, "image_sets": [image_set_out(s) for s in result.items]}
 
 

@@ -15,7 +15,8 @@ CAMPAIGN_STATUSES = ("created", "active", "completed", "finished", "archived")
 
 class Campaign(db.Model):
     __tablename__ = "campaigns"
-    __table_args__ = (CheckConstraint(f"status IN {CAMPAIGN_STATUSES}", name="status"),)
+    __table_args__ = (CheckConstraint(f"status IN {CAMPAIGN_STATUSES}", name="status"),
+                      Index("ix_campaigns_status_id", "status", "id"))  # ?status=, and its page's total
 
     id: Mapped[int] = mapped_column(primary_key=True)
     title: Mapped[str] = mapped_column(String(128), unique=True)

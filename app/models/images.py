@@ -19,7 +19,8 @@ SOURCES = ("dropbox", "upload", "url")
 
 class ImageSet(db.Model):
     __tablename__ = "image_sets"
-    __table_args__ = (CheckConstraint(f"status IN {IMAGESET_STATUSES}", name="status"),)
+    __table_args__ = (CheckConstraint(f"status IN {IMAGESET_STATUSES}", name="status"),
+                      Index("ix_image_sets_status_id", "status", "id"))  # ?status=, and its page's total
 
     id: Mapped[int] = mapped_column(primary_key=True)
     title: Mapped[str] = mapped_column(String(128), unique=True)

@@ -69,8 +69,11 @@ def get(imageset_id: int, *, for_update: bool = False, for_share: bool = False) 
     return get_or_404(ImageSet, imageset_id, "image set", for_update=for_update, for_share=for_share)
 
 
-def list_sets(*, page: int, per_page: int) -> Page:
-    return paginate(select(ImageSet).order_by(ImageSet.id), page, per_page)
+def list_sets(*, page: int, per_page: int, status: str | None = None) -> Page:
+    query = select(ImageSet).order_by(ImageSet.id)
+    if status is not None:  # index (status, id)
+        query = query.where(ImageSet.status == status)
+    return paginate(query, page, per_page)
 
 
 def update(imageset_id: int, values: dict) -> ImageSet:

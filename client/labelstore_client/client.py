@@ -242,8 +242,9 @@ class Client:
     # --- image sets ------------------------------------------------------------------------------------
 
     @operation("app.api.image_sets.list_sets")
-    def list_image_sets(self, per_page: int = 100) -> Iterator[m.ImageSet]:
-        return self._pages("/image_sets", "image_sets", m.ImageSet, per_page)
+    def list_image_sets(self, per_page: int = 100, *, status: str | None = None) -> Iterator[m.ImageSet]:
+        """Every image set, or those in `status` (created, finishing, finished, failed, deleting)."""
+        return self._pages("/image_sets", "image_sets", m.ImageSet, per_page, status=status)
 
     @operation("app.api.image_sets.create")
     def create_image_set(self, title: str, *, metadata: dict | None = None,
@@ -439,8 +440,9 @@ class Client:
     # --- campaigns and labels ---------------------------------------------------------------------------
 
     @operation("app.api.campaigns.list_campaigns")
-    def list_campaigns(self, per_page: int = 100) -> Iterator[m.Campaign]:
-        return self._pages("/campaigns", "campaigns", m.Campaign, per_page)
+    def list_campaigns(self, per_page: int = 100, *, status: str | None = None) -> Iterator[m.Campaign]:
+        """Every campaign but archived ones, or those in `status` (archived included)."""
+        return self._pages("/campaigns", "campaigns", m.Campaign, per_page, status=status)
 
     @operation("app.api.campaigns.create")
     def create_campaign(self, title: str, labeler_email: str, *, metadata: dict | None = None,

@@ -6,21 +6,24 @@ import { h, replace, loading, errorBox, empty, fmtDate, fmtNumber, badge, progre
 import { tile } from "./images.js";
 
 const MOVES = { created: ["active"], active: ["completed"], completed: ["active", "finished"], finished: [] };
+const STATUSES = ["created", "active", "completed", "finished", "archived"];
 const MOVE_LABEL = { active: "Start (active)", completed: "Mark completed", finished: "Finish" };
 
 export async function renderList(page) {
   const pageNo = Number(page.query.page) || 1;
-  const data = await api("/campaigns", { query: { page: pageNo, per_page: 50 } });
+  const status = STATUSES.includes(page.query.status) ? page.query.status : null;  // from the overview's counts
+  const data = await api("/campaigns", { query: { page: pageNo, per_page: 50, status } });
   if (!page.alive()) return;
-  replace(page.el, h("div", { class: "page-head" }, h("h1", {}, page.can.read ? "Campaigns" : "My campaigns")),
+  replace(page.el, h("div", { class: "page-head" }, h("h1", {}, page.can.read ? "Campaigns" : "My campaigns",
+    status ? [" ", badge(status), " ", h("a", { href: "#/campaigns", class: "filter-clear" }, "show all")] : null)),
     h("section", { class: "card" }, table([
       { title: "Title", cell: (c) => link(`#/campaigns/${c.campaign_id}`, c.title) },
       { title: "Status", cell: (c) => badge(c.status) },
       { title: "Progress", class: "wide", cell: (c) => progressBar(c.progress.done, c.progress.total) },
       { title: "Labeler", cell: (c) => c.labeler_email },
       { title: "Created", cell: (c) => fmtDate(c.date_created) },
-    ], data.campaigns, { empty: "No campaigns yet.", rowAttrs: (c) => ({ dataset: { campaignId: c.campaign_id } }) }),
-    pager(data.pagination, (p) => page.go("/campaigns", { page: p }))));
+    ], data.campaigns, { empty: status ? `No campaigns are ${status}.` : "No campaigns yet.", rowAttrs: (c) => ({ dataset: { campaignId: c.campaign_id } }) }),
+    pager(data.pagination, (p) => page.go("/campaigns", { page: p, status: status || "" }))));
 }
 
 export async function renderOne(page) {

@@ -14,8 +14,11 @@ function setProgress(set) {
     h("div", { class: "small muted" }, `${fmtNumber(p.accepted)} accepted · ${fmtNumber(p.duplicates)} duplicate · ${fmtNumber(p.rejected)} rejected` + (p.failed ? ` · ${fmtNumber(p.failed)} failed` : "")));
 }
 
+const STATUSES = ["created", "finishing", "finished", "failed", "deleting"];
+
 export async function renderList(page) {
   const pageNo = Number(page.query.page) || 1;
+  const status = STATUSES.includes(page.query.status) ? page.query.status : null;  // from the overview's counts
   const list = h("div", {}, loading());
   const created = h("div");
   const form = page.can.manage ? h("form", { class: "inline-form", onsubmit: async (event) => {
@@ -35,12 +38,12 @@ export async function renderList(page) {
   } }, h("input", { name: "title", required: true, maxlength: 128, placeholder: "New image set title" }),
   h("button", { class: "btn btn-primary", type: "submit" }, "Create image set")) : null;
 
-  replace(page.el, h("div", { class: "page-head" }, h("h1", {}, "Image sets"), form), created, list);
+  replace(page.el, h("div", { class: "page-head" }, h("h1", {}, "Image sets", status ? [" ", badge(status), " ", h("a", { href: "#/image-sets", class: "filter-clear" }, "show all")] : null), form), created, list);
 
   async function load() {
     let sets, pagination = null;
     if (page.can.read) {
-      const data = await api("/image_sets", { query: { page: pageNo, per_page: 50 } });
+      const data = await api("/image_sets", { query: { page: pageNo, per_page: 50, status } });
       sets = data.image_sets;
       pagination = data.pagination;
     } else { // an uploader sees the sets its key is bound to
@@ -53,8 +56,8 @@ export async function renderList(page) {
       { title: "Progress", class: "wide", cell: setProgress },
       { title: "Created", cell: (s) => fmtDate(s.date_created) },
       { title: "By", cell: (s) => s.created_by || "—" },
-    ], sets, { empty: "No image sets yet.", rowAttrs: (s) => ({ dataset: { imagesetId: s.imageset_id, status: s.status } }) }),
-    pager(pagination, (p) => page.go("/image-sets", { page: p })));
+    ], sets, { empty: status ? `No image sets are ${status}.` : "No image sets yet.", rowAttrs: (s) => ({ dataset: { imagesetId: s.imageset_id, status: s.status } }) }),
+    pager(pagination, (p) => page.go("/image-sets", { page: p, status: status || "" })));
     return sets;
   }
 

@@ -16,20 +16,19 @@ async function fill(el, load) {
   }
 }
 
-// Up to 1000 of a list (the API's largest page): counted by status here, since the lists take no status filter.
-async function countByStatus(path, field, statuses) {
-  const data = await api(path, { query: { per_page: 1000 } });
-  const counts = Object.fromEntries(statuses.map((s) => [s, 0]));
-  for (const item of data[field]) counts[item.status] = (counts[item.status] || 0) + 1;
-  return { counts, total: data.pagination.total, partial: data.pagination.total > data[field].length };
+// Counted by the API: one page of one item per status (?status=, index-served), its total is the count.
+async function countByStatus(path, statuses) {
+  const [all, ...each] = await Promise.all([null, ...statuses].map((status) =>
+    api(path, { query: { per_page: 1, status } })));
+  const counts = Object.fromEntries(statuses.map((s, n) => [s, each[n].pagination.total]));
+  return { counts, total: all.pagination.total };
 }
 
 function statusCounts(result, href) {
   return h("div", {},
     h("div", { class: "big-number" }, fmtNumber(result.total)),
     h("div", { class: "status-counts" }, Object.entries(result.counts).map(([s, n]) =>
-      h("a", { href, class: "status-count" }, badge(s), h("b", {}, fmtNumber(n))))),
-    result.partial ? h("p", { class: "muted small" }, "By status: the newest 1000.") : null);
+      h("a", { href: `${href}?status=${s}`, class: "status-count" }, badge(s), h("b", {}, fmtNumber(n))))));
 }
 
 export async function render(page) {
@@ -48,12 +47,12 @@ export async function render(page) {
     card("Files ingested per minute", chart, controls),
     card("Queue health", health));
 
-  fill(sets, async (el) => replace(el, statusCounts(await countByStatus("/image_sets", "image_sets", ["created", "finishing", "finished", "failed"]), "#/image-sets")));
+  fill(sets, async (el) => replace(el, statusCounts(await countByStatus("/image_sets", ["created", "finishing", "finished", "failed"]), "#/image-sets")));
   fill(imgs, async (el) => {
     const data = await api("/images", { query: { per_page: 1 } });
     replace(el, h("div", { class: "big-number" }, fmtNumber(data.pagination.total)), link("#/images", "Browse images ›"));
   });
-  fill(camps, async (el) => replace(el, statusCounts(await countByStatus("/campaigns", "campaigns", ["created", "active", "completed", "finished"]), "#/campaigns")));
+  fill(camps, async (el) => replace(el, statusCounts(await countByStatus("/campaigns", ["created", "active", "completed", "finished"]), "#/campaigns")));
   fill(chart, (el) => loadHistogram(el, page, minutes, source));
   fill(health, (el) => loadHealth(el, page));
   page.every(30_000, () => loadHistogram(chart, page, minutes, source).catch((err) => replace(chart, errorBox(err))));
