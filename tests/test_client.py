@@ -21,6 +21,7 @@ from click.testing import CliRunner
 
 from labelstore_client import Client, LabelStoreError
 from labelstore_client.cli import cli
+from app.state import app_state
 from tests import images
 from tests.helpers import box, wait_until
 
@@ -132,7 +133,7 @@ def test_an_expired_dropbox_url_is_replaced_by_a_fresh_one(api, flask_app, tmp_p
     write(tmp_path, {f"{i}.png": images.png(seed=i) for i in range(3)})
     created = api.create_image_set("expired")
     container = created.dropbox_url.split("?")[0].rsplit("/", 1)[1]
-    storage = flask_app.extensions["label_store"].storage
+    storage = app_state(flask_app).storage
     created.dropbox_url = storage.upload_area_url(container, timedelta(minutes=-5)).url  # expired 5 minutes ago
     with pytest.raises(HttpResponseError) as refused:
         with ContainerClient.from_container_url(created.dropbox_url) as area:

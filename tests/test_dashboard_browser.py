@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 import pytest
 from sqlalchemy import text
 
+from app.state import app_state
 from tests import images
 from tests.helpers import ROOT, box, defer_check_storage, job_row, pair, put, submit, wait_until
 
@@ -73,7 +74,7 @@ class Browser:
 def browser_for(live_server, flask_app):
     from playwright.sync_api import sync_playwright
 
-    blob = flask_app.extensions["label_store"].storage.service.url
+    blob = app_state(flask_app).storage.service.url
     with sync_playwright() as p:
         browser = Browser(p, live_server, blob)
         try:
@@ -219,7 +220,7 @@ def test_a_labeler_sees_only_its_campaign_and_a_reader_no_write_buttons(live_ser
                        headers=admin).json()
     make_campaign(stored_images[:2], title="Partner B batch", labeler_email="b@partner.example")
     client.post(f"/api/v1/campaigns/{mine['campaign_id']}/images", json=[{"id": stored_images[3]}], headers=admin)
-    flask_app.extensions["label_store"].storage.upload_bytes("imagesets/c/3.jpg", images.jpeg(width=100, height=80))
+    app_state(flask_app).storage.upload_bytes("imagesets/c/3.jpg", images.jpeg(width=100, height=80))
     with browser_for(live_server, flask_app) as b:
         page = b.page(width=1920, height=1000)
         b.sign_in(page, pair(mine["access_token"]))

@@ -9,6 +9,7 @@ import uuid
 import pytest
 from sqlalchemy import text
 
+from app.state import app_state
 from tests import images
 from tests.helpers import (QUICK_RECOVERY, assert_problem, box, finish, submit, upload_all, wait_for_version,
                            wait_until)
@@ -16,7 +17,7 @@ from tests.helpers import (QUICK_RECOVERY, assert_problem, box, finish, submit, 
 
 @pytest.fixture
 def storage(flask_app):
-    return flask_app.extensions["label_store"].storage
+    return app_state(flask_app).storage
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ import io
 import httpx
 from PIL import ExifTags, Image, TiffImagePlugin
 
+from app.state import app_state
 from tests import images
 from tests.helpers import blob_url, finish, put, report, upload_all
 
@@ -52,7 +53,7 @@ def set_content_md5(dropbox_url: str, name: str, digest: bytes) -> None:
 
 
 def stored_paths(flask_app, title: str) -> set[str]:
-    storage = flask_app.extensions["label_store"].storage
+    storage = app_state(flask_app).storage
     return {b.name for b in storage.container_client.list_blobs(name_starts_with=f"imagesets/{title}/")}
 
 

@@ -11,6 +11,7 @@ import httpx
 import pytest
 from sqlalchemy import update
 
+from app.state import app_state
 from tests import images
 from tests.helpers import QUICK_RECOVERY, assert_problem, blob_url, finish, put, report, upload_all, wait_until
 
@@ -36,7 +37,7 @@ def test_create_cut_off_at_commit_leaves_no_upload_area(client, admin, flask_app
 
     from app.extensions import db
 
-    storage = flask_app.extensions["label_store"].storage
+    storage = app_state(flask_app).storage
     areas_before = {c.name for c in storage.service.list_containers(name_starts_with=f"{storage.container}-up-")}
 
     def cut(session):
@@ -93,7 +94,7 @@ def test_dropbox_url_cannot_write_outside_its_set(make_image_set, settings):
 
 
 def test_expired_upload_url_is_refused(flask_app, image_set):
-    storage = flask_app.extensions["label_store"].storage
+    storage = app_state(flask_app).storage
     container = image_set["dropbox_url"].split("?")[0].rsplit("/", 1)[1]
     expired = storage.upload_area_url(container, timedelta(seconds=-1)).url
     assert put(expired, "late.jpg", images.jpeg()).status_code == 403
@@ -157,7 +158,7 @@ def test_finishing_sorts_every_kind_of_file(client, admin, make_image_set, start
     members = client.get(f"/api/v1/image_sets/{image_set['imageset_id']}/images?per_page=100", headers=admin).json()
     assert members["pagination"]["total"] == 5  # four new images and the one it already had
     container = image_set["dropbox_url"].split("?")[0].rsplit("/", 1)[1]
-    storage = flask_app.extensions["label_store"].storage
+    storage = app_state(flask_app).storage
     assert list(storage.list_upload_area(container)) == [] and not storage.service.get_container_client(
         container).exists()
 
@@ -195,7 +196,7 @@ def test_killed_worker_mid_finishing_loses_and_doubles_nothing(client, admin, im
     listed = client.get(f"/api/v1/images?imageset_id={imageset_id}&per_page=1000", headers=admin).json()
     assert listed["pagination"]["total"] == 300
     assert len({i["md5"] for i in listed["images"]}) == 300
-    storage = flask_app.extensions["label_store"].storage
+    storage = app_state(flask_app).storage
     stored = list(storage.container_client.list_blobs(name_starts_with=f"imagesets/{image_set['title']}/"))
     assert len(stored) == 300  # no orphan copies
     container = image_set["dropbox_url"].split("?")[0].rsplit("/", 1)[1]
@@ -315,7 +316,7 @@ def test_md5_is_streamed_when_storage_has_none(client, admin, image_set, start_w
     data = images.jpeg(seed=21, width=300, height=200)
     put_in_blocks(image_set["dropbox_url"], "blocks.jpg", data)
     container = image_set["dropbox_url"].split("?")[0].rsplit("/", 1)[1]
-    stored = flask_app.extensions["label_store"].storage.service.get_blob_client(container, "blocks.jpg")
+    stored = app_state(flask_app).storage.service.get_blob_client(container, "blocks.jpg")
     assert stored.get_blob_properties().content_settings.content_md5 is None  # block uploads carry no MD5
     start_worker()
     finish(client, admin, image_set["imageset_id"])
@@ -334,7 +335,7 @@ def test_failed_finishing_shows_why_and_can_be_retried(client, admin, image_set,
 
     imageset_id = image_set["imageset_id"]
     put(image_set["dropbox_url"], "a.jpg", images.jpeg(seed=31))
-    storage = flask_app.extensions["label_store"].storage
+    storage = app_state(flask_app).storage
 
     def unreachable(container, **listing):
         raise StorageError("blob storage unreachable: connection refused")
@@ -416,7 +417,7 @@ def test_an_unexpected_failure_shows_a_job_reference_not_database_internals(clie
         raise IntegrityError("INSERT INTO images (md5) VALUES (%(md5)s)", {"md5": "value-from-a-request"},
                              Exception('duplicate key value violates unique constraint "uq_images_md5"'))
 
-    monkeypatch.setattr(flask_app.extensions["label_store"].storage, "upload_area_pages", refused)
+    monkeypatch.setattr(app_state(flask_app).storage, "upload_area_pages", refused)
     last = SimpleNamespace(job=SimpleNamespace(attempts=BACKOFF.max_attempts - 1, id=4242), should_abort=lambda: False)
     with pytest.raises(IntegrityError):
         finish_image_set(last, imageset_id=imageset_id)

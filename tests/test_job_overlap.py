@@ -11,6 +11,7 @@ import pytest
 from sqlalchemy import select, text
 
 from app.errors import WorkInterrupted
+from app.state import app_state
 from tests import images
 from tests.helpers import QUICK_RECOVERY, defer_check_storage, job_row, report, upload_all, wait_until
 
@@ -52,7 +53,7 @@ def _assert_every_image_has_its_blob(client, admin, flask_app, image_set) -> Non
     outcome = report(client, admin, imageset_id)
     assert len(outcome) == 301 and outcome["batch/dup.png"]["image_id"] == outcome["batch/0007.png"]["image_id"]
 
-    storage = flask_app.extensions["label_store"].storage
+    storage = app_state(flask_app).storage
     with flask_app.app_context():
         paths = set(db.session.scalars(select(Image.blobstorage_path).where(Image.imageset_id == imageset_id)))
     assert len(paths) == 300

@@ -17,6 +17,7 @@ import trustme
 
 from app.embedded.azurite import Azurite
 from app.settings import load
+from app.state import app_state
 from app.storage import DELEGATION_KEY_LIFETIME, BlobStorage, StorageError
 from tests import images
 from tests.entra_standin import EntraStandIn
@@ -213,7 +214,7 @@ def keyless_app(settings_overrides, connexion_app, oauth_azurite, credential, cl
                        "azure_storage_account_url": oauth_azurite.account_url})
     connexion_app = create_app(settings, validate_responses=True,
                     storage_options={"credential": credential, "clock": clock, "connection_verify": ca_bundle})
-    connexion_app.app.extensions["label_store"].storage.ensure_container()
+    app_state(connexion_app.app).storage.ensure_container()
     return connexion_app
 
 

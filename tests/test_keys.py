@@ -9,6 +9,7 @@ import httpx
 import pytest
 from sqlalchemy import text
 
+from app.state import app_state
 from tests.helpers import ROOT, assert_problem, env_for, pair
 
 
@@ -126,7 +127,7 @@ def test_last_used_is_recorded_in_batches_not_per_request(client, admin, flask_a
     assert client.get("/api/v1/me", headers=pair(created)).status_code == 200
     assert client.get(key_url, headers=admin).json()["last_used_at"] is None  # no write on the request
     before = datetime.now(timezone.utc)
-    flask_app.extensions["label_store"].authenticator.flush_last_used()
+    app_state(flask_app).authenticator.flush_last_used()
     used = datetime.fromisoformat(client.get(key_url, headers=admin).json()["last_used_at"])
     assert before - timedelta(seconds=60) < used <= before
 

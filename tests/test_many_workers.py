@@ -9,6 +9,7 @@ import signal
 
 from sqlalchemy import select, text
 
+from app.state import app_state
 from tests import images
 from tests.helpers import report, upload_all, wait_until
 
@@ -66,7 +67,7 @@ def _assert_finished_exactly(client, admin, flask_app, image_set, files: dict[st
     assert all(outcome[name]["outcome"] == "rejected" for name in files if name.startswith("junk/"))
     assert chunks and all(done for done, _ in chunks) and sum(n for _, n in chunks) == len(files)
 
-    storage = flask_app.extensions["label_store"].storage
+    storage = app_state(flask_app).storage
     stored = {b.name: b for b in storage.container_client.list_blobs(name_starts_with=f"imagesets/{image_set['title']}/")}
     assert sorted(set(paths) - set(stored)) == []  # a catalogued image without its bytes is data lost
     assert sorted(set(stored) - set(paths)) == []  # a copy no image row names is an orphan

@@ -17,6 +17,7 @@ from PIL import Image
 from sqlalchemy import text
 
 from app.ingest import renditions as render
+from app.state import app_state
 from tests import images
 from tests.helpers import ROOT, assert_problem, env_for, finish, put, report, wait_until
 
@@ -170,7 +171,7 @@ def test_finishing_makes_renditions_read_through_the_api(client, admin, image_se
 
 @pytest.fixture
 def storage(flask_app):
-    return flask_app.extensions["label_store"].storage
+    return app_state(flask_app).storage
 
 
 def catalogue(db, image_set, path: str, data: bytes | None, storage, **fields):

@@ -5,6 +5,7 @@ import pytest
 
 from app.embedded.azurite import Azurite, connection_string
 from app.settings import load
+from app.state import app_state
 from tests.helpers import wait_until
 
 
@@ -43,7 +44,7 @@ def app_with_storage(settings_overrides, connexion_app):
         settings = load(**{**settings_overrides, "azure_storage_connection_string": storage_connection_string})
         connexion_app = create_app(settings, validate_responses=True)
         if create_container:
-            connexion_app.app.extensions["label_store"].storage.ensure_container()
+            app_state(connexion_app.app).storage.ensure_container()
         return connexion_app.test_client()
 
     return build

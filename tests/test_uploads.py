@@ -7,6 +7,7 @@ import os
 import httpx
 import pytest
 
+from app.state import app_state
 from tests import images
 from tests.helpers import assert_problem, box, finish, report, upload_all
 
@@ -25,7 +26,7 @@ def b64(data: bytes) -> str:
 
 def image_blobs(flask_app, image_set) -> set[str]:
     """The blobs in the set's folder of the image container."""
-    storage = flask_app.extensions["label_store"].storage
+    storage = app_state(flask_app).storage
     return {b.name for b in storage.container_client.list_blobs(name_starts_with=image_set["blobstorage_path"] + "/")}
 
 

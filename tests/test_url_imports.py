@@ -7,6 +7,7 @@ import signal
 
 import pytest
 
+from app.state import app_state
 from tests import images
 from tests.helpers import QUICK_RECOVERY, assert_problem, wait_until
 from tests.url_server import UrlServer, image_path
@@ -125,7 +126,7 @@ def test_every_kind_of_url_gets_its_outcome(client, admin, image_set, make_image
     assert {i["image_id"] for i in members["images"]} == {by_path[p]["image_id"] for p in (
         "/a.png", "/b.png", "/flaky.png", "/moved", "/known.png")}
     assert {i["md5"] for i in members["images"]} >= {hashlib.md5(x).hexdigest() for x in (a, b, c)}
-    storage = flask_app.extensions["label_store"].storage
+    storage = app_state(flask_app).storage
     stored = list(storage.container_client.list_blobs(name_starts_with=f"{image_set['blobstorage_path']}/url/"))
     assert len(stored) == 4  # the accepted images, no copy of a duplicate
     assert histogram_total(flask_app) == 11
@@ -237,7 +238,7 @@ def test_a_worker_killed_mid_import_loses_and_doubles_nothing(client, admin, ima
     assert histogram_total(flask_app) == count + 1  # each URL recorded exactly once
     members = client.get(f"/api/v1/image_sets/{image_set['imageset_id']}/images?per_page=1", headers=admin).json()
     assert members["pagination"]["total"] == count
-    storage = flask_app.extensions["label_store"].storage
+    storage = app_state(flask_app).storage
     stored = list(storage.container_client.list_blobs(name_starts_with=f"{image_set['blobstorage_path']}/url/"))
     assert len(stored) == count
 
@@ -254,7 +255,7 @@ def test_a_failed_import_shows_why_and_its_job_can_be_retried(client, admin, ima
 
     server.add("/a.png", images.png(seed=1), content_type="image/png")
     created = started(client, admin, image_set["imageset_id"], [server.url("/a.png")])
-    state = flask_app.extensions["label_store"]
+    state = app_state(flask_app)
 
     def unreachable(*args, **kwargs):
         raise StorageError("blob storage unreachable: connection refused")

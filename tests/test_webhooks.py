@@ -14,6 +14,7 @@ from datetime import datetime
 import pytest
 from sqlalchemy import text
 
+from app.state import app_state
 from tests import images
 from tests.helpers import QUICK_RECOVERY, ROOT, HookReceiver, assert_problem, finish, put, wait_until
 
@@ -34,7 +35,7 @@ def readme_verify():
 @pytest.fixture
 def private_allowed(flask_app, monkeypatch):
     """The in-process API lets loopback URLs through, as URL_IMPORT_ALLOW_PRIVATE_NETWORKS=true would."""
-    monkeypatch.setattr(flask_app.extensions["label_store"].settings, "url_import_allow_private_networks", True)
+    monkeypatch.setattr(app_state(flask_app).settings, "url_import_allow_private_networks", True)
 
 
 def register(client, admin, url, events=("key.revoked",), **body):
