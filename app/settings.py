@@ -112,6 +112,7 @@ class Settings(BaseSettings):
     url_import_per_host: int = Field(8, ge=1, le=512)  # of those, to one host
     url_import_connect_timeout_seconds: float = Field(5.0, gt=0, le=120)
     url_import_read_timeout_seconds: float = Field(20.0, gt=0, le=600)  # the longest silence while reading
+    url_import_try_timeout_seconds: float = Field(120.0, gt=0, le=3600)  # one try's whole time, body included
     url_import_max_redirects: int = Field(5, ge=0, le=20)
     url_import_retries: int = Field(3, ge=0, le=10)  # tries after the first, on timeouts, connection errors, 429, 5xx
     url_import_backoff_seconds: float = Field(0.5, ge=0, le=60)  # doubled before each further retry

@@ -247,10 +247,20 @@ def test_leaving_early_deletes_the_files_not_yet_taken(server, tmp_path):
     assert server.hits.total() < 30  # at most 2 x concurrency waited unread: the rest was never fetched
 
 
+def test_a_server_dripping_its_answer_is_cut_off_at_the_try_limit(server, tmp_path):
+    """Each 64-byte piece comes well within the read timeout, but the whole body would take 10 s."""
+    options = replace(OPTIONS, read_timeout=0.5, try_timeout=0.6)
+    began = time.monotonic()
+    [got] = fetch([server.add("/drip.png", PICTURE[:64] * 100, trickle=0.1)], tmp_path, options)
+    assert (got.outcome, got.reason) == ("failed", "took too long after 2 tries (more than 0.6 s for one try)")
+    assert time.monotonic() - began < 3 and server.hits["/drip.png"] == 2
+    assert list(tmp_path.iterdir()) == []  # the partial body went with the cancelled try
+
+
 def test_options_come_from_settings():
     settings = load(url_import_concurrency=7, url_import_allow_private_networks=True, max_image_bytes=1234)
     options = options_from(settings)
     assert (options.concurrency, options.per_host, options.connect_timeout, options.read_timeout) == (7, 8, 5, 20)
-    assert (options.max_redirects, options.retries, options.backoff_seconds) == (5, 3, 0.5)
+    assert (options.max_redirects, options.retries, options.backoff_seconds, options.try_timeout) == (5, 3, 0.5, 120)
     assert (options.max_bytes, options.allow_private_networks) == (1234, True)
     assert options.user_agent == f"LabelStore/{__version__} (+url import)"

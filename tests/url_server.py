@@ -58,6 +58,7 @@ class Route:
     retry_after: float | None = None  # sent with the failures
     delay: float = 0.0  # before the status line
     content_length: bool = True  # False: no Content-Length, the connection closes after the body
+    trickle: float = 0.0  # seconds between the body's 64-byte pieces (a server that drips its answer)
 
 
 @dataclass
@@ -186,7 +187,20 @@ class UrlServer:
         if count <= route.fail_first:
             extra = {"Retry-After": f"{route.retry_after:g}"} if route.retry_after is not None else {}
             return await _send(writer, route.fail_status, b"try again", "text/plain", extra)
+        if route.trickle:
+            return await _drip(writer, route)
         return await _send(writer, route.status, route.body, route.content_type, route.headers, route.content_length)
+
+
+async def _drip(writer: asyncio.StreamWriter, route: Route) -> bool:
+    """The head at once, then the body 64 bytes at a time, `route.trickle` seconds apart."""
+    writer.write((f"HTTP/1.1 {route.status} {HTTPStatus(route.status).phrase}\r\nContent-Type: {route.content_type}"
+                  f"\r\nContent-Length: {len(route.body)}\r\n\r\n").encode("latin-1"))
+    for start in range(0, len(route.body), 64):
+        writer.write(route.body[start:start + 64])
+        await writer.drain()
+        await asyncio.sleep(route.trickle)
+    return True
 
 
 async def _send(writer: asyncio.StreamWriter, status: int, body: bytes, content_type: str, headers: dict,

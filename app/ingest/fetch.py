@@ -4,7 +4,7 @@
 thread of its own fetches concurrently with httpx, and results come back as they finish:
 
 - a global and a per-host limit on requests in flight (per host name, per hop of a redirect);
-- connect and read timeouts; retries with exponential backoff on timeouts, connection errors, 429 (a small
+- connect and read timeouts, and a limit on one try's whole time; retries with exponential backoff on timeouts, connection errors, 429 (a small
   Retry-After is honoured, capped at RETRY_AFTER_CAP_SECONDS) and 5xx; none on other 4xx;
 - redirects followed by hand, up to a limit, each hop's URL checked again;
 - a body larger than max_bytes is refused by its Content-Length before it is read, or once max_bytes + 1 bytes
@@ -71,6 +71,9 @@ class FetchOptions:
     retries: int  # tries after the first: a URL is tried at most retries + 1 times
     backoff_seconds: float  # before retry n (1, 2, ...): backoff_seconds * 2 ** (n - 1)
     allow_private_networks: bool = False
+    # One try's whole time (connect, redirects, every byte): a server dripping its answer just under the read
+    # timeout would otherwise hold a fetch slot for as long as it likes.
+    try_timeout: float = 120.0
     user_agent: str = USER_AGENT
     # What the guard says of an address: None to let it through, else what it is ("a loopback address ...").
     # Unset: address_refusal under allow_private_networks. Tests inject one to treat the loopback server as public.
@@ -90,7 +93,8 @@ def options_from(settings) -> FetchOptions:
         read_timeout=settings.url_import_read_timeout_seconds, max_redirects=settings.url_import_max_redirects,
         max_bytes=settings.max_image_bytes, retries=settings.url_import_retries,
         backoff_seconds=settings.url_import_backoff_seconds,
-        allow_private_networks=settings.url_import_allow_private_networks)
+        allow_private_networks=settings.url_import_allow_private_networks,
+        try_timeout=settings.url_import_try_timeout_seconds)
 
 
 @dataclass
@@ -251,7 +255,10 @@ class _Fetcher:
     async def fetch(self, url: str) -> Fetched:
         tries = self.options.retries + 1
         for attempt in range(1, tries + 1):
-            result = await self._try(url)
+            try:
+                result = await asyncio.wait_for(self._try(url), self.options.try_timeout)
+            except asyncio.TimeoutError:  # the try's body file, host slot and connection went with its cancelling
+                result = _Retry("took too long", f"more than {self.options.try_timeout:g} s for one try")
             if isinstance(result, Fetched):
                 return result
             if attempt < tries:
