@@ -2,6 +2,7 @@
 outcome with its reason, the limits it keeps, and the SSRF guard refusing by default."""
 from __future__ import annotations
 
+import gzip
 import hashlib
 import ipaddress
 import ssl
@@ -245,6 +246,18 @@ def test_leaving_early_deletes_the_files_not_yet_taken(server, tmp_path):
         break
     assert leftovers(tmp_path, first) == []
     assert server.hits.total() < 30  # at most 2 x concurrency waited unread: the rest was never fetched
+
+
+def test_a_compressed_answer_is_decoded_and_the_limit_counts_decoded_bytes(server, tmp_path):
+    """Asked for identity, a server gzips anyway: the image is the decoded bytes; a bomb stops at the limit."""
+    gzipped = server.add("/gzipped.png", gzip.compress(PICTURE), headers={"Content-Encoding": "gzip"})
+    bomb = server.add("/bomb.png", gzip.compress(b"\0" * 1_000_000), headers={"Content-Encoding": "gzip"})
+    broken = server.add("/broken.png", b"not gzip at all", headers={"Content-Encoding": "gzip"})
+    got, exploded, garbled = fetch([gzipped, bomb, broken], tmp_path)
+    assert got.outcome is None and got.md5 == hashlib.md5(PICTURE).hexdigest() and got.path.read_bytes() == PICTURE
+    assert (exploded.outcome, exploded.reason) == ("rejected", "too large: more than 100,000 bytes")
+    assert garbled.outcome == "rejected" and "does not decode as its Content-Encoding says" in garbled.reason
+    assert {p.name for p in tmp_path.iterdir()} == {got.path.name}
 
 
 def test_a_server_dripping_its_answer_is_cut_off_at_the_try_limit(server, tmp_path):

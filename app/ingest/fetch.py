@@ -8,7 +8,8 @@ thread of its own fetches concurrently with httpx, and results come back as they
   Retry-After is honoured, capped at RETRY_AFTER_CAP_SECONDS) and 5xx; none on other 4xx;
 - redirects followed by hand, up to a limit, each hop's URL checked again;
 - a body larger than max_bytes is refused by its Content-Length before it is read, or once max_bytes + 1 bytes
-  have arrived; bodies go to files, never whole into memory;
+  have arrived (decoded bytes, when a server compresses despite `Accept-Encoding: identity`); bodies go to
+  files, never whole into memory;
 - the SSRF guard: http and https only; the host is resolved (getaddrinfo, off the loop) and refused when ANY of
   its addresses is loopback, private, link-local, carrier-grade NAT, multicast, reserved, unspecified, an
   IPv4 address embedded in IPv6 (mapped, 6to4, NAT64, Teredo) that is one of those, or a cloud metadata address.
@@ -322,8 +323,11 @@ class _Fetcher:
         path, kept = Path(name), False
         try:
             digest, size = hashlib.md5(), 0
+            # Asked for identity, some servers still compress: such a body is decoded (gzip, deflate, br), and
+            # the limit counts the decoded bytes, so a small bomb cannot expand past it.
+            encoded = response.headers.get("content-encoding", "identity").strip().lower() not in ("", "identity")
             with open(fd, "wb") as out:
-                async for chunk in response.aiter_raw():
+                async for chunk in (response.aiter_bytes() if encoded else response.aiter_raw()):
                     size += len(chunk)
                     if size > limit:
                         return Fetched(url, final_url, None, None, None, status, "rejected",
@@ -334,6 +338,9 @@ class _Fetcher:
             return Fetched(url, final_url, path, size, digest.hexdigest(), status, None, None)
         except OSError as exc:  # the file: httpx raises its own errors for the network
             return Fetched(url, final_url, None, None, None, status, "failed", f"could not store the body: {exc}")
+        except httpx.DecodingError as exc:
+            return Fetched(url, final_url, None, None, None, status, "rejected",
+                           f"a body that does not decode as its Content-Encoding says: {exc}")
         finally:
             if not kept:
                 path.unlink(missing_ok=True)
