@@ -225,3 +225,82 @@ def test_a_request_over_its_limit_is_refused_before_it_is_read(settings_override
     fits = client.post(uploads_url(image_set["imageset_id"]), headers=headers,
                        files=multipart(("small.jpg", images.jpeg(seed=62))))
     assert fits.status_code == 200
+
+
+def test_an_api_killed_mid_upload_strands_no_blob_once_swept(client, admin, image_set, flask_app, processes,
+                                                             settings_overrides):
+    """kill -9 of the API while it stores a request's files: nothing was catalogued (the request never
+    committed), and every blob it stored is named in stray_blobs, which the sweep follows and empties."""
+    import signal
+    import sys
+    import threading
+    from datetime import timedelta
+
+    from sqlalchemy import text
+
+    from app.embedded.ports import free_port, wait_for_port
+    from app.extensions import db
+    from app.services import housekeeping
+    from tests.helpers import env_for, wait_until
+
+    port = free_port()
+    api = processes.start([sys.executable, "-m", "uvicorn", "main:app", "--port", str(port), "--log-level", "warning"],
+                          env=env_for({**settings_overrides, "log_level": "WARNING"}))
+    wait_for_port("127.0.0.1", port)
+    files = multipart(*((f"frame-{n:03d}.png", images.png(seed=5000 + n, width=32, height=24)) for n in range(300)))
+
+    def send():
+        try:
+            httpx.post(f"http://127.0.0.1:{port}{uploads_url(image_set['imageset_id'])}", headers=admin, files=files,
+                       timeout=60)
+        except httpx.HTTPError:
+            pass  # the process died under it
+
+    sender = threading.Thread(target=send)
+    sender.start()
+
+    def strays() -> int:
+        with flask_app.app_context():
+            count = db.session.scalar(text("SELECT count(*) FROM stray_blobs"))
+            db.session.rollback()
+            return count
+
+    wait_until(lambda: strays() >= 5, timeout=60, message="the request to store some files")
+    os.killpg(api.pid, signal.SIGKILL)
+    api.wait()
+    sender.join(60)
+
+    noted = strays()
+    assert image_blobs(flask_app, image_set) and len(image_blobs(flask_app, image_set)) <= noted
+    with flask_app.app_context():
+        assert db.session.scalar(text("SELECT count(*) FROM images")) == 0  # never committed
+        db.session.rollback()
+        assert housekeeping.sweep_stray_blobs() == 0  # young rows: their requests may still be running
+        swept = housekeeping.sweep_stray_blobs(older_than=timedelta(0))
+    assert swept == noted  # every noted path, whether its blob got stored or not
+    assert image_blobs(flask_app, image_set) == set() and strays() == 0
+
+
+def test_an_upload_that_commits_leaves_no_stray_row_and_the_sweep_keeps_catalogued_copies(
+        client, admin, image_set, flask_app, app_context):
+    from datetime import timedelta
+
+    from sqlalchemy import text
+
+    from app.extensions import db
+    from app.services import housekeeping
+
+    answer = client.post(uploads_url(image_set["imageset_id"]), headers=admin,
+                         files=multipart(("kept.png", images.png(seed=71))))
+    assert answer.json()["results"][0]["outcome"] == "accepted"
+    assert db.session.scalar(text("SELECT count(*) FROM stray_blobs")) == 0
+    [kept] = image_blobs(flask_app, image_set)
+    # A row left by a request that died after its commit could not happen; one naming a catalogued copy
+    # (written by hand here) must never make the sweep delete it.
+    db.session.execute(text("INSERT INTO stray_blobs (path, at) VALUES (:p, now() - interval '2 hours')"),
+                       {"p": kept})
+    db.session.commit()
+    assert housekeeping.sweep_stray_blobs() == 0
+    assert image_blobs(flask_app, image_set) == {kept}
+    assert db.session.scalar(text("SELECT count(*) FROM stray_blobs")) == 0
+    assert housekeeping.sweep_stray_blobs(older_than=timedelta(0)) == 0

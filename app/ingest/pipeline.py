@@ -23,14 +23,14 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import BinaryIO
 
-from sqlalchemy import select, text, update
+from sqlalchemy import delete, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import DBAPIError
 
 from app.errors import database_unavailable
 from app.extensions import db
 from app.ingest.rules import Rules, violation
-from app.models import Image, ImageSetMember
+from app.models import Image, ImageSetMember, StrayBlob
 from app.services import renditions
 from app.services.failures import shown_to_users, summary
 from app.state import app_state
@@ -133,13 +133,14 @@ def judge(outcome: Outcome, stored: Bytes, rules: Rules, *, max_pixels: int) -> 
 
 
 def take_local(outcome: Outcome, stream: BinaryIO, rules: Rules, *, folder: str, max_pixels: int,
-               known: Mapping[str, int] | None = None, suffix: str = "") -> Outcome:
+               known: Mapping[str, int] | None = None, suffix: str = "",
+               before_store: Callable[[str], None] | None = None) -> Outcome:
     """The way in for bytes the service holds itself (a direct upload, a fetched URL): read once (MD5, size,
     facts), judged, and when they are a new image stored at `<folder>/<md5><suffix>.<format>` with the
     Content-Type and Content-MD5 worked out from them (without a suffix, a retry writes the same path again).
     Bytes of a known image are not stored again: `known` when the caller looked a batch up at once
     (`known_images`), else asked here. The caller then `record`s the outcome and removes what `uncatalogued`
-    names."""
+    names. `before_store(path)` runs just before the bytes are stored (to note a path a crash could strand)."""
     stream.seek(0)
     judge(outcome, read_file(stream), rules, max_pixels=max_pixels)
     if not outcome.candidate:
@@ -150,6 +151,8 @@ def take_local(outcome: Outcome, stream: BinaryIO, rules: Rules, *, folder: str,
         outcome.duplicate, outcome.image_id = True, known[outcome.md5]
         return outcome
     outcome.path = f"{folder}/{outcome.md5}{suffix}.{outcome.facts.filetype}"
+    if before_store is not None:
+        before_store(outcome.path)
     stream.seek(0)
     app_state().storage.put_image(outcome.path, stream, length=outcome.size,
                                   content_type=MIME_TYPES.get(outcome.facts.filetype, "application/octet-stream"),
@@ -285,15 +288,37 @@ def remove_uncatalogued(outcomes: list[Outcome], pool) -> None:
         logger.warning("could not remove this batch's uncatalogued copies yet", extra={"reason": summary(exc)})
 
 
+_NOTE_STRAY = text("INSERT INTO stray_blobs (path) VALUES (:path) ON CONFLICT DO NOTHING")
+
+
+def note_stray(path: str) -> None:
+    """Note `path` as stored-but-not-yet-catalogued, committed at once on a pooled connection held only for
+    that statement (a request keeps its own transaction open meanwhile): should the process die before the
+    request commits, the sweep (housekeeping.sweep_stray_blobs) finds the blob. A take_local `before_store`."""
+    with db.engine.begin() as connection:
+        connection.execute(_NOTE_STRAY, {"path": path})
+
+
+def settle_strays(paths: list[str]) -> None:
+    """In the caller's transaction: these paths are accounted for (catalogued, or removed) once it commits."""
+    if paths:
+        db.session.execute(delete(StrayBlob).where(StrayBlob.path.in_(paths)))
+
+
 def uncatalogued(paths: list[str]) -> list[str]:
     """Of these stored copies, those no image row names: rejected, duplicate, or never recorded. A copy the
     catalogue points at belongs to whoever recorded it (this run or one before), never to be deleted."""
-    if not paths:
-        return []
     try:
-        kept = set(db.session.scalars(select(Image.blobstorage_path).where(Image.blobstorage_path.in_(paths))))
+        return uncatalogued_in_transaction(paths)
     finally:
         db.session.rollback()  # a read only: leave no transaction open
+
+
+def uncatalogued_in_transaction(paths: list[str]) -> list[str]:
+    """`uncatalogued`, read in the caller's transaction (which stays open)."""
+    if not paths:
+        return []
+    kept = set(db.session.scalars(select(Image.blobstorage_path).where(Image.blobstorage_path.in_(paths))))
     return [path for path in paths if path not in kept]
 
 

@@ -90,9 +90,10 @@ def upload(imageset_id: int, files: list[File], *, caller: Caller, request_id: s
         if not outcome.reason and file.declared_size is not None and file.stream is None:
             outcome.reason = pipeline.size_violation(file.declared_size, rules)
         if not outcome.reason:
-            # A path of its own (MD5 and a random part): no other request ever writes or deletes it.
+            # A path of its own (MD5 and a random part): no other request ever writes or deletes it. The path
+            # is noted (committed) before its copy is stored, for the sweep should this process die.
             pipeline.take_local(outcome, file.stream, rules, folder=folder, max_pixels=settings.max_image_pixels,
-                                suffix=f"-{uuid.uuid4().hex[:8]}")
+                                suffix=f"-{uuid.uuid4().hex[:8]}", before_store=pipeline.note_stray)
         if outcome.path:
             undo_on_failure(partial(_remove, [outcome.path]))  # nothing stays if the request does not commit
         results.append(_record(image_set, file, outcome, index, caller, request_id))
@@ -104,6 +105,7 @@ def upload(imageset_id: int, files: list[File], *, caller: Caller, request_id: s
     pipeline.count_minute(SOURCE, recorded)
     if orphans:
         _remove(orphans)
+    pipeline.settle_strays([o.path for o in recorded if o.path])  # gone with the catalogue rows' commit
     return results
 
 

@@ -67,6 +67,14 @@ def prune_history(timestamp: int | None = None) -> None:
     housekeeping.prune()
 
 
+@procrastinate_app.periodic(cron="*/15 * * * *", periodic_id="sweep_stray_blobs")
+@procrastinate_app.task(name="sweep_stray_blobs", retry=BACKOFF, lock="sweep_stray_blobs")
+def sweep_stray_blobs(timestamp: int | None = None) -> None:
+    """Every 15 minutes: blobs that direct uploads stored but whose requests died before committing
+    (app.services.housekeeping)."""
+    housekeeping.sweep_stray_blobs()
+
+
 @procrastinate_app.task(name="finish_image_set", retry=BACKOFF, pass_context=True)
 def finish_image_set(context: JobContext, imageset_id: int) -> None:
     """Check, de-duplicate and catalogue a set's uploads (app.services.finishing); resumable."""

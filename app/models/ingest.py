@@ -73,3 +73,16 @@ class FinishChunk(db.Model):
     last_name: Mapped[str] = mapped_column(Text)
     files: Mapped[int] = mapped_column(Integer)
     done: Mapped[bool] = mapped_column(Boolean, default=False, server_default="false")
+
+
+class StrayBlob(db.Model):
+    """A copy stored before its request commits (a direct upload): written and committed on a connection of
+    its own just before the blob, deleted by the request's own transaction with the catalogue rows. A row
+    that outlives its request (the process was killed between the two) names a blob nothing points at:
+    `sweep_stray_blobs` deletes it once the row is old enough (app.services.housekeeping)."""
+
+    __tablename__ = "stray_blobs"
+    __table_args__ = (Index("ix_stray_blobs_at", "at"),)
+
+    path: Mapped[str] = mapped_column(Text, primary_key=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

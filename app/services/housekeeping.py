@@ -19,6 +19,7 @@ from datetime import datetime, timedelta, timezone
 from sqlalchemy import text
 
 from app.extensions import db
+from app.ingest import pipeline
 from app.state import app_state
 from app.unit_of_work import unit_of_work
 
@@ -70,3 +71,29 @@ def prune(now: datetime | None = None) -> dict[str, int]:
                 break
     logger.info("history pruned", extra={"retention_days": retention.days, **pruned})
     return pruned
+
+
+STRAY_AFTER = timedelta(hours=1)  # far longer than any request lives: a row this old outlived its request
+
+
+def sweep_stray_blobs(now: datetime | None = None, *, older_than: timedelta = STRAY_AFTER) -> int:
+    """Delete the blobs that requests stored and never catalogued because their process died in between
+    (`stray_blobs` rows older than `older_than`), then their rows; a path the catalogue names is kept. Returns
+    how many blobs were deleted."""
+    cutoff = (now or datetime.now(timezone.utc)) - older_than
+    deleted = 0
+    while True:
+        with unit_of_work():
+            paths = list(db.session.scalars(text(
+                "SELECT path FROM stray_blobs WHERE at < :cutoff ORDER BY at LIMIT 1000 FOR UPDATE SKIP LOCKED"),
+                {"cutoff": cutoff}))
+            if not paths:
+                break
+            strays = pipeline.uncatalogued_in_transaction(paths)
+            for path in strays:
+                app_state().storage.delete_image(path)
+            pipeline.settle_strays(paths)
+        deleted += len(strays)
+    if deleted:
+        logger.warning("deleted blobs stranded by requests that never committed", extra={"blobs": deleted})
+    return deleted
