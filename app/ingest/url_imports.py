@@ -2,10 +2,9 @@
 stored as one row per URL (`url_import_items`, keyed by its position in the list) and split into chunks of
 URL_IMPORT_CHUNK_SIZE positions, one `import_urls_chunk` job each, deferred in the request's transaction. Any
 worker takes any chunk: it fetches the chunk's URLs that have no outcome yet (app.ingest.fetch), puts each body
-through `take_local` (a batch is judged and stored while the next one is fetched) and records a batch at a
-time in one transaction. A row's outcome is written only while it is still null, and the import's counters
-move by the rows actually written, so a chunk killed anywhere and run again fetches what is left and records
-every URL exactly once.
+through `take_local` and records a batch at a time in one transaction. A row's outcome is written only
+while it is still null, and the import's counters move by the rows actually written, so a chunk killed
+anywhere and run again fetches what is left and records every URL exactly once.
 
 Status: queued -> running (a chunk started) -> finished (the chunk that records the last outcome says so,
 checked after its own commit) or failed (a chunk's last attempt failed; `error` says why). A failed import
@@ -22,8 +21,7 @@ import logging
 import re
 import tempfile
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -190,19 +188,10 @@ def run_chunk(import_id: int, first: int, last: int, *, should_stop: Callable[[]
         batch_size = state.settings.url_import_batch_size
         with tempfile.TemporaryDirectory(prefix="url-import-") as scratch, \
                 ThreadPoolExecutor(STORE_THREADS, thread_name_prefix="url-import") as pool:
-            stored: _Stored | None = None  # the batch being stored while the next one is fetched
-            try:
-                for batch in _batches(fetch_many(pending, options_from(state.settings), Path(scratch),
-                                                 should_stop=should_stop), batch_size):
-                    ready, stored = stored, _store(batch, rules, folder, pool)
-                    if ready is not None:
-                        _record_batch(import_id, imageset_id, ready, pool)
-                ready, stored = stored, None
-                if ready is not None:
-                    _record_batch(import_id, imageset_id, ready, pool)
-            finally:
-                if stored is not None:  # fetching failed or stopped: the batch in flight is stored again on retry
-                    _discard(stored, pool)
+            # fetch_many keeps fetching (up to twice its concurrency ahead) while a batch is judged and stored
+            for batch in _batches(fetch_many(pending, options_from(state.settings), Path(scratch),
+                                             should_stop=should_stop), batch_size):
+                _process(import_id, imageset_id, rules, folder, batch, pool)
         _stop_if_asked(should_stop, import_id)  # fetching stopped early: what is left is fetched on retry
     _finish_if_complete(import_id)
 
@@ -245,33 +234,22 @@ def _outcome(fetched: Fetched) -> Outcome:
     return Outcome(fetched.url)
 
 
-@dataclass
-class _Stored:
-    """A batch on its way: its outcomes (in fetch order), each outcome's (position, HTTP status), and the
-    futures of its bodies being judged and stored."""
-    outcomes: list[Outcome]
-    place: dict[int, tuple[int, int | None]]
-    futures: list[Future]
-
-
-def _store(batch: list[tuple[int, Fetched]], rules, folder: str, pool: ThreadPoolExecutor) -> _Stored:
-    """Start judging and storing a fetched batch in the pool (take_local) and return at once, so the next
-    batch is fetched meanwhile; each body's temp file is deleted once read."""
+def _process(import_id: int, imageset_id: int, rules, folder: str, batch: list[tuple[int, Fetched]],
+             pool: ThreadPoolExecutor) -> None:
+    """One batch: the fetched bodies judged and stored in parallel (take_local), their temp files deleted,
+    then their outcomes recorded in one transaction (pipeline.record_batch). Stored copies that were not
+    catalogued are removed, whatever happened."""
     app = current_app._get_current_object()
     max_pixels = app_state(app).settings.max_image_pixels
     outcomes = [_outcome(fetched) for _, fetched in batch]
     place = {id(outcome): (position, fetched.http_status) for outcome, (position, fetched) in zip(outcomes, batch)}
     try:  # one look-up for the batch, by the MD5 each body was fetched with (take_local reads the same bytes)
         known = pipeline.known_images(fetched.md5 for _, fetched in batch if fetched.md5)
-    except BaseException:
-        for _, fetched in batch:
-            if fetched.path is not None:
-                fetched.path.unlink(missing_ok=True)
-        raise
     finally:
         db.session.rollback()
 
-    def take(outcome: Outcome, fetched: Fetched) -> None:
+    def take(item: tuple[Outcome, Fetched]) -> None:
+        outcome, fetched = item
         try:
             if fetched.outcome is None and fetched.path is not None:
                 with app.app_context(), fetched.path.open("rb") as stream:
@@ -280,27 +258,13 @@ def _store(batch: list[tuple[int, Fetched]], rules, folder: str, pool: ThreadPoo
             if fetched.path is not None:
                 fetched.path.unlink(missing_ok=True)
 
-    return _Stored(outcomes, place, [pool.submit(take, outcome, fetched)
-                                     for outcome, (_, fetched) in zip(outcomes, batch)])
-
-
-def _record_batch(import_id: int, imageset_id: int, stored: _Stored, pool: ThreadPoolExecutor) -> None:
-    """Once a batch is stored, its outcomes recorded in one transaction (pipeline.record_batch); stored copies
-    that were not catalogued are removed, whatever happened."""
     try:
-        for future in stored.futures:
-            future.result()
-        pipeline.record_batch(stored.outcomes, lambda some: pipeline.record(
-            imageset_id, some, source="url", report=lambda written: _report(import_id, written, stored.place)),
+        list(pool.map(take, [(outcome, fetched) for outcome, (_, fetched) in zip(outcomes, batch)]))
+        pipeline.record_batch(outcomes, lambda some: pipeline.record(
+            imageset_id, some, source="url", report=lambda written: _report(import_id, written, place)),
             context={"import_id": import_id})
     finally:
-        _discard(stored, pool)
-
-
-def _discard(stored: _Stored, pool: ThreadPoolExecutor) -> None:
-    """Wait for the batch's stores to end, then remove the copies no image row names."""
-    wait(stored.futures)
-    pipeline.remove_uncatalogued(stored.outcomes, pool)
+        pipeline.remove_uncatalogued(outcomes, pool)
 
 
 def _report(import_id: int, outcomes: list[Outcome], place: dict[int, tuple[int, int | None]]) -> list[Outcome]:
