@@ -17,6 +17,7 @@ from app.extensions import db
 from app.ingest import fetch
 from app.models import Webhook, WebhookDelivery, WebhookEvent
 from app.services import audit
+from app.services.lookup import get_or_404
 from app.services.pagination import Page, decode_cursor, encode_cursor, paginate
 from app.state import app_state
 from app.webhooks import EVENTS, TASK, signing
@@ -67,10 +68,7 @@ def list_webhooks(*, page: int, per_page: int) -> Page:
 
 
 def get(webhook_id: int) -> Webhook:
-    webhook = db.session.get(Webhook, webhook_id)
-    if webhook is None:
-        raise NotFound(f"no webhook {webhook_id}")
-    return webhook
+    return get_or_404(Webhook, webhook_id, "webhook")
 
 
 def delete(webhook_id: int) -> Webhook:
