@@ -11,6 +11,7 @@ PostgreSQL and Azurite, so tests that stop or restart them touch only their own 
 """
 from __future__ import annotations
 
+import graphlib
 import os
 import signal
 import socket
@@ -155,20 +156,13 @@ def _children_first(conn) -> list[str]:
     tables = conn.execute(text(
         "SELECT tablename FROM pg_tables WHERE schemaname = current_schema() AND tablename <> 'alembic_version' "
         "ORDER BY tablename")).scalars().all()
-    references = {table: set() for table in tables}  # table -> the other tables it references
+    referenced_by = {table: set() for table in tables}  # a table comes after every table referencing it
     for child, parent in conn.execute(text(
             "SELECT conrelid::regclass::text, confrelid::regclass::text FROM pg_constraint "
             "WHERE contype = 'f' AND connamespace = current_schema()::regnamespace")):
         if child != parent:
-            references[child.strip('"')].add(parent.strip('"'))
-    ordered, placed = [], set()
-    while len(ordered) < len(tables):  # a table goes once no table not yet placed references it
-        ready = [t for t in tables if t not in placed
-                 and not any(t in references[other] for other in tables if other not in placed)]
-        assert ready, f"the foreign keys between {sorted(set(tables) - placed)} form a cycle"
-        ordered.extend(ready)
-        placed.update(ready)
-    return [f'"{table}"' for table in ordered]
+            referenced_by[parent.strip('"')].add(child.strip('"'))
+    return [f'"{table}"' for table in graphlib.TopologicalSorter(referenced_by).static_order()]
 
 
 # --- keys ------------------------------------------------------------------------------------------
