@@ -2,7 +2,8 @@
 renditions-backfill}`.
 
 Each command loads the settings (one line and exit status 2 when they are wrong), configures logging,
-then hands over to the room that does the work: app.supervisor, app.migrate, app.jobs.worker.
+then hands over to the room that does the work: app.supervisor, app.migrate, app.jobs.worker. Workers and
+commands run on the Flask app without the HTTP API (app.flask_app): a worker starts without loading Connexion.
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import sys
 import click
 
 from app import logs
-from app.factory import create_app
+from app.flask_app import create_flask_app
 from app.jobs import worker as job_worker
 from app.labelapi.command import import_labelapi as run_import
 from app.migrate import migrate_database, wait_for_database
@@ -52,7 +53,7 @@ def migrate() -> None:
         click.echo(f"label-store: database unreachable after {settings.migrate_wait_seconds:g} s "
                    f"(MIGRATE_WAIT_SECONDS): {problem}", err=True)
         sys.exit(1)
-    migrate_database(create_app(settings))
+    migrate_database(create_flask_app(settings))
     logger.info("database at head")
 
 
@@ -60,14 +61,14 @@ def migrate() -> None:
 def worker() -> None:
     """Run a background job worker until SIGTERM or Ctrl-C."""
     settings = _settings()
-    job_worker.run(settings, create_app(settings).app)
+    job_worker.run(settings, create_flask_app(settings))
 
 
 @cli.command("create-admin")
 @click.option("--email", required=True, help="Who holds the key.")
 def create_admin(email: str) -> None:
     """Create an admin key and print its pair once, as JSON."""
-    with create_app(_settings()).app.app_context():
+    with create_flask_app(_settings()).app_context():
         with unit_of_work():
             key, secret = create_key(roles=["admin"], email=email, description="created with python -m app create-admin")
         pair = {"apikey": key.key_id, "apisecret": secret, "email": email}
@@ -88,7 +89,7 @@ def check_settings() -> None:
 def import_labelapi(source: str, schema: str | None, dry_run: bool) -> None:
     """Copy a LabelAPI database here: keys, image sets, images, campaigns and labels, ids kept."""
     settings = _settings()
-    sys.exit(run_import(create_app(settings).app, source=source, schema=schema, dry_run=dry_run))
+    sys.exit(run_import(create_flask_app(settings), source=source, schema=schema, dry_run=dry_run))
 
 
 @cli.command("renditions-backfill")
@@ -96,7 +97,7 @@ def import_labelapi(source: str, schema: str | None, dry_run: bool) -> None:
               help="Images per job.")
 def renditions_backfill(batch_size: int) -> None:
     """Queue jobs making the renditions of every image that lacks one (workers make them)."""
-    with create_app(_settings()).app.app_context():
+    with create_flask_app(_settings()).app_context():
         images, deferred = renditions.backfill(batch_size)
     click.echo(json.dumps({"images": images, "jobs": deferred}))
 

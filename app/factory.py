@@ -15,65 +15,37 @@ from connexion.middleware import MiddlewarePosition  # noqa: E402
 from connexion.options import SwaggerUIOptions  # noqa: E402
 from flask import request  # noqa: E402
 
-from app import __version__, azureml, error_reports, errors, jobs, logs, models  # noqa: E402,F401  (models: all registered)
+from app import logs  # noqa: E402
 from app.dashboard import blueprint as dashboard_blueprint  # noqa: E402
-from app.api import resolver as api_resolver  # noqa: E402
+from app.api import problems, resolver as api_resolver  # noqa: E402
 from app.api.validation import VALIDATOR_MAP  # noqa: E402
 from app.auth.authenticator import Authenticator  # noqa: E402
 from app.auth.connexion_glue import SECURITY_MAP  # noqa: E402
 from app.auth.policy import roles_from_spec  # noqa: E402
-from app.extensions import db, migrate  # noqa: E402
+from app.flask_app import configure, require_servers  # noqa: E402
 from app.limits import BodyLimit, RequestLimits  # noqa: E402
 from app.middleware import AllowedMethods, ListedOriginsCORS, RequestContextMiddleware  # noqa: E402
+from app.migrate import register_migrations  # noqa: E402
 from app.settings import Settings, load_or_exit  # noqa: E402
-from app.state import EXTENSION, State  # noqa: E402
-from app.storage import BlobStorage  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
 HERE = Path(__file__).resolve().parent
 
 
-def sqlalchemy_url(url: str) -> str:
-    scheme, rest = url.split("://", 1)
-    return f"postgresql+psycopg2://{rest}" if scheme in ("postgres", "postgresql", "postgresql+psycopg") else url
-
-
 def create_app(settings: Settings | None = None, *, validate_responses: bool = False,
-               storage_options: dict | None = None, azureml_credential=None) -> connexion.FlaskApp:
-    """What a test hands in: `storage_options` go to BlobStorage (a credential, a clock, a CA bundle);
-    `azureml_credential` replaces the one the AZURE_ML_* settings describe."""
+               **options) -> connexion.FlaskApp:
+    """The API: the Flask app every process builds (app.flask_app; `options` go to its `configure`) inside
+    Connexion, with the two specs, auth, limits, CORS, problem+json and the dashboard."""
     settings = settings or load_or_exit(need_servers=True)
-    if settings.db_connection_string is None or settings.embedded_storage:
-        raise RuntimeError("create_app needs DB_CONNECTION_STRING and blob storage settings; "
-                           "`make run` (python -m app run) starts the embedded ones and passes them on")
-    logs.configure(settings.log_level, settings.log_format)
-    error_reports.init(settings, release=__version__)
-
+    require_servers(settings)
     authenticator = Authenticator.for_database(
         settings.db_connection_string, pepper=settings.api_key_pepper.get_secret_value(),
         roles_by_operation=roles_from_spec(load_spec("api.yaml")), timeout=settings.db_timeout_seconds)
     connexion_app = connexion.FlaskApp("app", specification_dir=str(HERE / "openapi"), lifespan=authenticator.lifespan)
     flask_app = connexion_app.app
-    flask_app.config.update(
-        SQLALCHEMY_DATABASE_URI=sqlalchemy_url(settings.db_connection_string),
-        # hide_parameters: a database error's text (logged) names the statement, never the request's values
-        SQLALCHEMY_ENGINE_OPTIONS={"pool_pre_ping": True, "pool_size": 10, "max_overflow": 20,
-                                   "hide_parameters": True, "pool_timeout": settings.db_timeout_seconds,
-                                   "connect_args": {"connect_timeout": max(1, round(settings.db_timeout_seconds)),
-                                                    "application_name": "label-store"}},
-    )
-    flask_app.json.sort_keys = False
-    db.init_app(flask_app)
-    migrate.init_app(flask_app, db, directory=str(HERE / "migrations"))
-    storage = BlobStorage.from_settings(settings, **(storage_options or {}))
-    state = flask_app.extensions[EXTENSION] = State(
-        settings=settings, storage=storage,
-        probe_storage=storage.with_limits(timeout=settings.status_check_timeout_seconds, retries=0),
-        azureml_credential=azureml_credential or (azureml.credential_for(settings) if settings.azure_ml_configured
-                                                  else None),
-    )
-    jobs.init_app(flask_app)
+    state = configure(flask_app, settings, **options)
+    register_migrations(flask_app)  # `flask db ...` (README, Development)
     flask_app.register_blueprint(dashboard_blueprint)  # /dashboard: static pages over the public API
 
     @flask_app.before_request
@@ -93,7 +65,7 @@ def create_app(settings: Settings | None = None, *, validate_responses: bool = F
                                      "/imports": BodyLimit(settings.max_import_request_bytes, "MAX_IMPORT_REQUEST_BYTES"),
                                      "/uploads": BodyLimit(settings.max_upload_request_bytes, "MAX_UPLOAD_REQUEST_BYTES"),
                                  })
-    errors.register(connexion_app)
+    problems.register(connexion_app)
     connexion_app.add_api(load_spec("info.yaml"), base_path="", name="info", resolver=api_resolver, swagger_ui_options=SwaggerUIOptions(
         swagger_ui=False, serve_spec=False), validate_responses=validate_responses, strict_validation=True)
     connexion_app.add_api(load_spec("api.yaml"), base_path="/api/v1", name="api_v1", validate_responses=validate_responses,

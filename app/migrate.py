@@ -5,10 +5,11 @@ import logging
 import time
 
 import psycopg2
-from flask_migrate import upgrade
+from flask_migrate import Migrate, upgrade
 from sqlalchemy import text
 
 from app.extensions import db
+from app.flask_app import MIGRATIONS
 from app.services.keys import bootstrap_admin
 from app.state import app_state
 from app.unit_of_work import unit_of_work
@@ -21,10 +22,16 @@ logger = logging.getLogger(__name__)
 MIGRATE_LOCK_KEY = 0x4C53_4D49  # "LSMI"
 
 
-def migrate_database(connexion_app) -> None:
+def register_migrations(flask_app) -> None:
+    """Flask-Migrate on `flask_app`: what `upgrade` reads, and the `flask db` commands."""
+    Migrate(flask_app, db, directory=str(MIGRATIONS))
+
+
+def migrate_database(flask_app) -> None:
     """Alembic upgrade to head (procrastinate's schema included), the image container, then the bootstrap
     admin if configured; all under the migrate lock, so concurrent runs wait and then find nothing to do."""
-    flask_app = connexion_app.app
+    if "migrate" not in flask_app.extensions:
+        register_migrations(flask_app)
     with flask_app.app_context():
         with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as lock:
             if not lock.scalar(text("SELECT pg_try_advisory_lock(:key)"), {"key": MIGRATE_LOCK_KEY}):

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from app.embedded.azurite import Azurite
 from app.embedded.postgres import EmbeddedPostgres
-from app.factory import create_app
+from app.flask_app import create_flask_app
 from app.migrate import migrate_database
 from app.services.keys import admin_exists, create_key
 from app.settings import Settings, load_or_exit
@@ -133,11 +133,11 @@ def run(settings: Settings) -> int:
         os.environ.update(env)
         resolved = load_or_exit()
 
-        connexion_app = create_app(resolved)
-        migrate_database(connexion_app)
+        flask_app = create_flask_app(resolved)
+        migrate_database(flask_app)
         print("Label Store is starting:")
         if not resolved.bootstrap_admin_email:
-            _bootstrap_embedded_admin(connexion_app.app, data_dir)
+            _bootstrap_embedded_admin(flask_app, data_dir)
         children.append(Child("worker", [sys.executable, "-m", "app", "worker"], env))
         children.append(Child("api", [
             sys.executable, "-m", "uvicorn", "main:app", "--host", resolved.host, "--port", str(resolved.port),

@@ -121,7 +121,7 @@ def main() -> None:
             from app.settings import load
 
             connexion_app = create_app(load(**overrides))
-            migrate_database(connexion_app)
+            migrate_database(connexion_app.app)
             with connexion_app.app.app_context():
                 key, _ = create_key(roles=["admin"], email="bench@example.org")
                 caller = Caller(id=key.id, key_id=key.key_id, principal_id=key.principal_id, owner_kind="user",

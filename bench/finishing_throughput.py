@@ -103,7 +103,7 @@ def main() -> None:
                             azure_storage_connection_string=azurite.connection_string,
                             api_key_pepper="bench-pepper-0123456789", log_level="WARNING")
             connexion_app = create_app(settings)
-            migrate_database(connexion_app)
+            migrate_database(connexion_app.app)
             logging.getLogger("urllib3.connectionpool").addFilter(Discarded())
             with connexion_app.app.app_context():
                 storage = connexion_app.app.extensions["label_store"].storage

@@ -71,7 +71,7 @@ def main() -> None:
             connexion_app = create_app(load(db_connection_string=database_url,
                                  azure_storage_connection_string=azurite.connection_string,
                                  api_key_pepper="bench-pepper-0123456789", log_level="WARNING"))
-            migrate_database(connexion_app)
+            migrate_database(connexion_app.app)
             with connexion_app.app.app_context():
                 key, secret = create_key(roles=["admin"], email="bench@example.org")
                 headers = {"Authentication-Key": key.key_id, "Authentication-Secret": secret}

@@ -95,7 +95,7 @@ def main() -> None:
             target = pg.create_database("bench")
             migrate_database(create_app(load(db_connection_string=target, log_level="WARNING",
                                              azure_storage_connection_string=azurite.connection_string,
-                                             api_key_pepper="bench-pepper-0123456789")))
+                                             api_key_pepper="bench-pepper-0123456789")).app)
             source = pg.create_database("labelapi").replace("postgresql+psycopg2://", "postgresql://")
             fill_source(source, args.images, args.objects_per_image)
             floor_t, floor_mb, floor_detail = measure(source, target, "floor")

@@ -40,7 +40,7 @@ def main() -> None:
             connexion_app = create_app(load(db_connection_string=pg.create_database("bench"), log_level="WARNING",
                                  azure_storage_connection_string=azurite.connection_string,
                                  api_key_pepper="bench-pepper-0123456789"))
-            migrate_database(connexion_app)
+            migrate_database(connexion_app.app)
             with connexion_app.app.app_context():
                 key, secret = create_key(roles=["admin"], email="bench@example.org")
                 rows = [Image(blobstorage_path=f"b/{i}.jpg", md5=f"{i:032x}", filetype="jpeg", filesize=1,

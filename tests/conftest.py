@@ -102,7 +102,7 @@ def connexion_app(settings):
     from app.migrate import migrate_database
 
     connexion_app = create_app(settings, validate_responses=True)
-    migrate_database(connexion_app)
+    migrate_database(connexion_app.app)
     return connexion_app
 
 

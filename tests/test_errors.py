@@ -120,7 +120,7 @@ def test_a_database_error_is_logged_with_its_statement_but_not_the_request_value
         db.session.execute(text("SELECT CAST(:label AS text), 1 / 0"), {"label": sent})
     db.session.rollback()
     error = raised.value
-    record = logging.LogRecord("app.errors", logging.ERROR, __file__, 1, "unexpected error", (),
+    record = logging.LogRecord("app.api.problems", logging.ERROR, __file__, 1, "unexpected error", (),
                                (type(error), error, error.__traceback__))
     record.request_id = "req-1"
     line = logs.TextFormatter().format(record)

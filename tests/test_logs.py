@@ -51,7 +51,7 @@ def test_json_format_is_one_object_per_line_with_the_traceback_as_a_field(client
     lines = our_handler.stream.getvalue().splitlines()
     entries = [json.loads(line) for line in lines]  # every line is one JSON object
     error = next(e for e in entries if e["level"] == "ERROR")
-    assert error["request_id"] == "req-json-1" and error["logger"] == "app.errors"
+    assert error["request_id"] == "req-json-1" and error["logger"] == "app.api.problems"
     assert error["exception"].startswith("Traceback") and "RuntimeError: storage said:" in error["exception"]
     datetime.fromisoformat(error["time"])
     access = [e for e in entries if e["logger"] == "app.access"]

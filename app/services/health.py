@@ -17,7 +17,8 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import text
 
 from app import azureml
-from app.extensions import db, migrate
+from app.extensions import db
+from app.flask_app import MIGRATIONS
 from app.state import app_state
 
 logger = logging.getLogger(__name__)
@@ -43,7 +44,7 @@ def _database(app) -> str:
         with db.engine.connect() as conn:
             conn.execute(text(f"SET statement_timeout = {timeout_ms}"))
             current = set(conn.execute(text("SELECT version_num FROM alembic_version")).scalars())
-        heads = set(ScriptDirectory(migrate.directory).get_heads())
+        heads = set(ScriptDirectory(str(MIGRATIONS)).get_heads())
         if current != heads:
             raise RuntimeError(f"migrations not at head (database {sorted(current) or 'empty'}, code {sorted(heads)}): "
                                "run `python -m app migrate`")
