@@ -55,7 +55,7 @@ class Azurite:
         self.process = subprocess.Popen(
             [str(executable), "--blobHost", self.host, "--blobPort", str(self.port),
              "--location", str(self.location), "--silent", "--skipApiVersionCheck", "--disableProductStyleUrl",
-             "--debug", os.devnull, "--disableTelemetry", *oauth],
+             "--disableTelemetry", *oauth],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
         )
         try:
