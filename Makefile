@@ -57,7 +57,7 @@ run: install-dev
 # Two pytest-xdist workers, each with its own PostgreSQL and Azurite. The suite starts many real processes
 # (workers, servers, browsers): four xdist workers loaded two cores past what the timing tests (a worker's
 # shutdown, a status probe's deadline) allow. TEST_WORKERS=0 runs the suite in one process.
-TEST_WORKERS ?= 2
+TEST_WORKERS ?= 3
 test: install-test
 	$(PY) -m pytest -n $(TEST_WORKERS) --dist worksteal
 
