@@ -64,9 +64,18 @@ def print_timeline(database_url: str, import_id: int) -> None:
             FROM procrastinate_jobs j JOIN procrastinate_events e ON e.job_id = j.id
             WHERE j.task_name LIKE '%%import_urls_chunk' AND (j.args->>'import_id')::int = %s
             GROUP BY 1 ORDER BY 2""", (import_id,)).fetchall()
-    zero = rows[0][1]
+        others = connection.execute("""
+            SELECT j.task_name, min(e.at) FILTER (WHERE e.type = 'started'),
+                   max(e.at) FILTER (WHERE e.type IN ('succeeded', 'failed'))
+            FROM procrastinate_jobs j JOIN procrastinate_events e ON e.job_id = j.id
+            WHERE j.task_name NOT LIKE '%%import_urls_chunk' GROUP BY j.id ORDER BY 2""").fetchall()
+    zero, end = rows[0][1], max(row[2] for row in rows)
     for first, started, ended in rows:
         print(f"  chunk at {first:6d}: {(started - zero).total_seconds():6.2f} s -> {(ended - zero).total_seconds():6.2f} s")
+    for name, started, ended in others:  # other jobs that ran while the import did
+        if started and started < end and (ended is None or ended > zero):
+            print(f"  {name.rsplit('.', 1)[-1]}: {(started - zero).total_seconds():6.2f} s -> "
+                  f"{((ended or end) - zero).total_seconds():6.2f} s")
 
 
 def main() -> None:
@@ -74,6 +83,8 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=2000)
     parser.add_argument("--workers", type=int, default=1, help="worker processes (python -m app worker)")
     parser.add_argument("--timeline", action="store_true", help="print when each chunk job ran")
+    parser.add_argument("--py-spy", metavar="FILE", help="sample the worker with py-spy (if installed) during the "
+                        "measured import, only while it holds the GIL, into FILE (raw, collapsed stacks)")
     arguments = parser.parse_args()
     count, timeline, processes = arguments.count, arguments.timeline, arguments.workers
     settings = load()
@@ -88,7 +99,14 @@ def main() -> None:
             _, warmed = run_import(api, warm, "bench warm-up")  # the worker's imports, connections, first job
             assert warmed["status"] == "finished", warmed
             before = floor(urls, in_flight)
+            spy = arguments.py_spy and subprocess.Popen(
+                [str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(workers[0].pid), "--gil",
+                 "--rate", "200", "--format", "raw", "--output", arguments.py_spy, "--nonblocking"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             mine, result = run_import(api, urls, "bench url import")
+            if spy:
+                spy.send_signal(2)  # py-spy writes what it sampled on SIGINT
+                spy.wait()
             if timeline:
                 print_timeline(api.database_url, result["import_id"])
             settle(api.database_url)  # the renditions the import queued would slow the second floor
