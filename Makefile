@@ -54,9 +54,10 @@ install-test: $(VENV)/.installed-test node_modules/.installed .venv-mltable/.ins
 run: install-dev
 	$(PY) -m app run
 
-# Two pytest-xdist workers, each with its own PostgreSQL and Azurite. The suite starts many real processes
-# (workers, servers, browsers): four xdist workers loaded two cores past what the timing tests (a worker's
-# shutdown, a status probe's deadline) allow. TEST_WORKERS=0 runs the suite in one process.
+# Three pytest-xdist workers, each with its own PostgreSQL and Azurite. Many tests wait on real processes
+# (workers, servers, browsers), so a third keeps two cores busier (257 s against 296 s with two); four loaded
+# them past what the timing tests (a worker's shutdown, a status probe's deadline) allow. TEST_WORKERS=0 runs
+# the suite in one process.
 TEST_WORKERS ?= 3
 test: install-test
 	$(PY) -m pytest -n $(TEST_WORKERS) --dist worksteal
