@@ -86,6 +86,18 @@ def test_json_files_with_metadata_and_bad_items(client, admin, image_set):
     assert escape["outcome"] == "rejected" and escape["reason"].startswith("unsafe file name")
 
 
+def test_a_multipart_request_without_a_file_part_is_refused_naming_file(client, admin, image_set):
+    """Found by the fuzz test: an empty multipart body (only its closing boundary) was answered 200 with no
+    results, as if files had been taken."""
+    for body in (b"--edge--\r\n", b'--edge\r\nContent-Disposition: form-data; name="note"\r\n\r\nhi\r\n--edge--\r\n'):
+        refused = client.post(uploads_url(image_set["imageset_id"]), headers={
+            **admin, "Content-Type": "multipart/form-data; boundary=edge"}, content=body)
+        problem = assert_problem(refused, 422)
+        assert problem["field"] == "file" and "file" in problem["detail"]
+    listed = client.get(f"/api/v1/image_sets/{image_set['imageset_id']}/images", headers=admin).json()
+    assert listed["images"] == []
+
+
 def test_a_file_already_catalogued_by_the_dropbox_is_a_duplicate(client, admin, image_set, make_image_set,
                                                                   start_worker):
     start_worker()

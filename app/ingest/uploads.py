@@ -21,7 +21,7 @@ from typing import BinaryIO
 from sqlalchemy.exc import IntegrityError
 
 from app.auth.policy import Caller
-from app.errors import Conflict, DomainError, NotFound
+from app.errors import Conflict, DomainError, NotFound, Unprocessable
 from app.extensions import db
 from app.ingest import pipeline
 from app.ingest.pipeline import Outcome
@@ -74,6 +74,9 @@ def from_base64(item: dict) -> File:
 
 
 def upload(imageset_id: int, files: list[File], *, caller: Caller, request_id: str | None) -> list[Result]:
+    if not files:  # Connexion lets a multipart body without a `file` part through (its closing boundary only)
+        raise Unprocessable("the request holds no file: send one or more multipart `file` parts, or JSON "
+                            "{\"files\": [...]}", field="file")
     # Shared: uploads into one set run side by side, while a change of its status waits for them to commit.
     image_set = image_sets.get(imageset_id, for_share=True)
     if image_set.status != "created":
