@@ -7,8 +7,11 @@ on PostgreSQL and Azurite of their own. Measured in the same run:
          (bench/url_fetch.py's floor), with as many requests in flight as the worker may send to one host
          (WORKER_CONCURRENCY chunk jobs x URL_IMPORT_PER_HOST); run before and after ours, the mean taken;
   ours   POST the N URLs, then poll GET /imports/{id} until finished: every body fetched, judged, stored in
-         Azurite, de-duplicated, catalogued and reported.
-Goal: >= 100 images/s and >= 0.6 of the floor.
+         Azurite, de-duplicated, catalogued and reported;
+  store  (a ceiling) the floor's fetching, each body then stored in the same Azurite by BlobStorage.put_image
+         (the worker's way, STORE_THREADS threads) and nothing else: no judging, no catalogue, no report.
+Goal: >= 100 images/s and >= 0.6 of the floor. On a 2-core machine Azurite's CPU per stored blob shares the
+cores with everything else, and `store` shows how much of the floor storing alone leaves.
 Run: .venv/bin/python bench/url_import.py [--count 2000]
 """
 from __future__ import annotations
@@ -25,6 +28,8 @@ import httpx  # noqa: E402
 
 from _harness import ROOT, served_api  # noqa: E402
 from url_fetch import floor  # noqa: E402
+from app.ingest.url_imports import STORE_THREADS  # noqa: E402
+from app.storage import BlobStorage  # noqa: E402
 from app.settings import load  # noqa: E402
 from tests.url_server import image_path, spawned  # noqa: E402
 
@@ -43,6 +48,31 @@ def run_import(api, urls: list[str], title: str) -> tuple[float, dict]:
             if current["status"] in ("finished", "failed"):
                 return time.perf_counter() - started, current
             time.sleep(0.05)
+
+
+def fetch_and_store(urls: list[str], in_flight: int, storage: BlobStorage) -> float:
+    """The ceiling: fetched as the floor is, each body stored (Content-MD5 and type as the worker sets them)."""
+    import asyncio
+    import hashlib
+    import io
+    from concurrent.futures import ThreadPoolExecutor
+
+    async def run() -> None:
+        loop, limit = asyncio.get_running_loop(), asyncio.Semaphore(in_flight)
+        with ThreadPoolExecutor(STORE_THREADS) as pool:
+            async with httpx.AsyncClient(limits=httpx.Limits(max_connections=in_flight)) as client:
+                async def one(n: int, url: str) -> None:
+                    async with limit:
+                        body = (await client.get(url)).content
+                    await loop.run_in_executor(pool, lambda: storage.put_image(
+                        f"bench-ceiling/{n}.png", io.BytesIO(body), length=len(body), content_type="image/png",
+                        md5_hex=hashlib.md5(body).hexdigest()))
+
+                await asyncio.gather(*(one(n, url) for n, url in enumerate(urls)))
+
+    started = time.perf_counter()
+    asyncio.run(run())
+    return time.perf_counter() - started
 
 
 def settle(database_url: str) -> None:
@@ -111,6 +141,8 @@ def main() -> None:
                 print_timeline(api.database_url, result["import_id"])
             settle(api.database_url)  # the renditions the import queued would slow the second floor
             after = floor(urls, in_flight)
+            store = fetch_and_store(urls, in_flight, BlobStorage(
+                connection_string=api.env["AZURE_STORAGE_CONNECTION_STRING"], container=settings.azure_storage_imageset_container))
         finally:
             for worker in workers:
                 worker.terminate()
@@ -126,6 +158,8 @@ def main() -> None:
           f"(before {count / before:.0f}, after {count / after:.0f})")
     print(f"  ours (POST -> finished: fetch, judge, store, catalogue, report): {ours_rate:7.0f} images/s  "
           f"({mine:.2f} s)")
+    print(f"  store (the floor's fetching + BlobStorage.put_image, nothing else): {count / store:7.0f} images/s  "
+          f"(ratio to the floor {count / store / floor_rate:.2f}; ours reach {store / mine:.2f} of it)")
     print(f"  ratio ours/floor: {ours_rate / floor_rate:.2f} (goal >= 0.6); goal >= 100 images/s: "
           f"{'met' if ours_rate >= 100 else 'NOT met'}")
 
