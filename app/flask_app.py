@@ -23,8 +23,10 @@ def sqlalchemy_url(url: str) -> str:
 
 def create_flask_app(settings: Settings | None = None, **options) -> Flask:
     """The app a worker or a command runs on (no HTTP API); `options` as for `configure`."""
+    settings = settings or load_or_exit(need_servers=True)
+    require_servers(settings)
     flask_app = Flask("app")
-    configure(flask_app, settings or load_or_exit(need_servers=True), **options)
+    configure(flask_app, settings, **options)
     return flask_app
 
 
@@ -38,8 +40,7 @@ def configure(flask_app: Flask, settings: Settings, *, storage_options: dict | N
               azureml_credential=None) -> State:
     """Bind settings, database, storage and jobs to `flask_app`. What a test hands in: `storage_options` go to
     BlobStorage (a credential, a clock, a CA bundle); `azureml_credential` replaces the one the AZURE_ML_*
-    settings describe."""
-    require_servers(settings)
+    settings describe. The caller has checked the settings name the servers (`require_servers`)."""
     logs.configure(settings.log_level, settings.log_format)
     error_reports.init(settings, release=__version__)
     flask_app.config.update(
