@@ -288,15 +288,12 @@ def remove_uncatalogued(outcomes: list[Outcome], pool) -> None:
         logger.warning("could not remove this batch's uncatalogued copies yet", extra={"reason": summary(exc)})
 
 
-_NOTE_STRAY = text("INSERT INTO stray_blobs (path) VALUES (:path) ON CONFLICT DO NOTHING")
-
-
 def note_stray(path: str) -> None:
     """Note `path` as stored-but-not-yet-catalogued, committed at once on a pooled connection held only for
     that statement (a request keeps its own transaction open meanwhile): should the process die before the
     request commits, the sweep (housekeeping.sweep_stray_blobs) finds the blob. A take_local `before_store`."""
     with db.engine.begin() as connection:
-        connection.execute(_NOTE_STRAY, {"path": path})
+        connection.execute(pg_insert(StrayBlob).values(path=path).on_conflict_do_nothing())
 
 
 def settle_strays(paths: list[str]) -> None:

@@ -16,10 +16,11 @@ from __future__ import annotations
 import logging
 from datetime import datetime, timedelta, timezone
 
-from sqlalchemy import text
+from sqlalchemy import select, text
 
 from app.extensions import db
 from app.ingest import pipeline
+from app.models import StrayBlob
 from app.state import app_state
 from app.unit_of_work import unit_of_work
 
@@ -84,9 +85,8 @@ def sweep_stray_blobs(now: datetime | None = None, *, older_than: timedelta = ST
     deleted = 0
     while True:
         with unit_of_work():
-            paths = list(db.session.scalars(text(
-                "SELECT path FROM stray_blobs WHERE at < :cutoff ORDER BY at LIMIT 1000 FOR UPDATE SKIP LOCKED"),
-                {"cutoff": cutoff}))
+            paths = list(db.session.scalars(select(StrayBlob.path).where(StrayBlob.at < cutoff)
+                                            .order_by(StrayBlob.at).limit(1000).with_for_update(skip_locked=True)))
             if not paths:
                 break
             strays = pipeline.uncatalogued_in_transaction(paths)
