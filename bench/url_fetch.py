@@ -28,20 +28,24 @@ from app.settings import load  # noqa: E402
 from tests.url_server import image_path, spawned  # noqa: E402
 
 
-async def _floor(urls: list[str], concurrency: int) -> None:
+async def _floor(urls: list[str], concurrency: int, then=None) -> None:
+    """Each URL fetched, its body read into memory; with `then`, `await then(n, body)` once the request's slot
+    is free (bench/url_import.py's ceiling stores each body so)."""
     limit = asyncio.Semaphore(concurrency)
     async with httpx.AsyncClient(limits=httpx.Limits(max_connections=concurrency)) as client:
-        async def one(url: str) -> None:
+        async def one(n: int, url: str) -> None:
             async with limit:
                 response = await client.get(url)
                 assert response.status_code == 200 and response.content, url
+            if then is not None:
+                await then(n, response.content)
 
-        await asyncio.gather(*(one(url) for url in urls))
+        await asyncio.gather(*(one(n, url) for n, url in enumerate(urls)))
 
 
-def floor(urls: list[str], concurrency: int) -> float:
+def floor(urls: list[str], concurrency: int, then=None) -> float:
     started = time.perf_counter()
-    asyncio.run(_floor(urls, concurrency))
+    asyncio.run(_floor(urls, concurrency, then))
     return time.perf_counter() - started
 
 

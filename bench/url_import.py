@@ -51,28 +51,19 @@ def run_import(api, urls: list[str], title: str) -> tuple[float, dict]:
 
 
 def fetch_and_store(urls: list[str], in_flight: int, storage: BlobStorage) -> float:
-    """The ceiling: fetched as the floor is, each body stored (Content-MD5 and type as the worker sets them)."""
+    """The ceiling: the floor's fetching, each body then stored (Content-MD5 and type as the worker sets them)."""
     import asyncio
     import hashlib
     import io
     from concurrent.futures import ThreadPoolExecutor
 
-    async def run() -> None:
-        loop, limit = asyncio.get_running_loop(), asyncio.Semaphore(in_flight)
-        with ThreadPoolExecutor(STORE_THREADS) as pool:
-            async with httpx.AsyncClient(limits=httpx.Limits(max_connections=in_flight)) as client:
-                async def one(n: int, url: str) -> None:
-                    async with limit:
-                        body = (await client.get(url)).content
-                    await loop.run_in_executor(pool, lambda: storage.put_image(
-                        f"bench-ceiling/{n}.png", io.BytesIO(body), length=len(body), content_type="image/png",
-                        md5_hex=hashlib.md5(body).hexdigest()))
+    with ThreadPoolExecutor(STORE_THREADS) as pool:
+        async def store(n: int, body: bytes) -> None:
+            await asyncio.get_running_loop().run_in_executor(pool, lambda: storage.put_image(
+                f"bench-ceiling/{n}.png", io.BytesIO(body), length=len(body), content_type="image/png",
+                md5_hex=hashlib.md5(body).hexdigest()))
 
-                await asyncio.gather(*(one(n, url) for n, url in enumerate(urls)))
-
-    started = time.perf_counter()
-    asyncio.run(run())
-    return time.perf_counter() - started
+        return floor(urls, in_flight, then=store)
 
 
 def settle(database_url: str) -> None:
