@@ -17,7 +17,6 @@ import signal
 import socket
 import subprocess
 import threading
-import sys
 import uuid
 
 import pytest
@@ -27,6 +26,7 @@ from app.embedded.azurite import Azurite
 from app.embedded.postgres import EmbeddedPostgres
 from app.settings import load
 from tests.helpers import ROOT, box, directory_postgres_can_reach, env_for, submit
+from tests.preloaded import Preloaded
 
 PEPPER = "test-pepper-not-a-secret-0123456789"
 
@@ -214,6 +214,9 @@ class Processes:
 
     def start(self, args: list[str], env: dict, **kwargs) -> subprocess.Popen:
         process = subprocess.Popen(args, env=env, cwd=ROOT, start_new_session=True, **kwargs)
+        return self.add(process)
+
+    def add(self, process):
         self.started.append(process)
         return process
 
@@ -231,19 +234,27 @@ def processes():
     started.stop_all()
 
 
-@pytest.fixture
-def start_worker(processes, settings_overrides, connexion_app, tmp_path_factory):
-    """start_worker(**setting_overrides) -> a `python -m app worker` process on the test database."""
+@pytest.fixture(scope="session")
+def preloaded(settings_overrides):
+    """Forks `python -m app` processes from one that has made their imports (tests.preloaded)."""
+    server = Preloaded(str(ROOT), env_for(settings_overrides))
+    yield server
+    server.stop()
 
-    def start(capture_output: bool = False, **overrides) -> subprocess.Popen:
+
+@pytest.fixture
+def start_worker(processes, preloaded, settings_overrides, connexion_app, tmp_path_factory):
+    """start_worker(**setting_overrides) -> a `python -m app worker` process on the test database, forked
+    from the preloaded one (a process of its own: signals, kill -9 and its exit status as with Popen)."""
+
+    def start(capture_output: bool = False, **overrides):
         """With capture_output, the worker's stdout and stderr go to the file `process.output` names."""
         env = env_for({**settings_overrides, **overrides})
         if not capture_output:
-            return processes.start([sys.executable, "-m", "app", "worker"], env=env)
+            return processes.add(preloaded.start(["worker"], env=env))
         output = tmp_path_factory.mktemp("worker") / "output.log"
         with output.open("w") as sink:
-            process = processes.start([sys.executable, "-m", "app", "worker"], env=env, stdout=sink,
-                                      stderr=subprocess.STDOUT)
+            process = processes.add(preloaded.start(["worker"], env=env, stdout=sink.fileno()))
         process.output = output
         return process
 

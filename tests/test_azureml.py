@@ -7,7 +7,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 from urllib.parse import parse_qs
 
 import httpx
@@ -36,9 +35,9 @@ def aml_overrides(standin, settings_overrides):
 
 
 @pytest.fixture
-def aml_worker(processes, aml_overrides, connexion_app):
+def aml_worker(start_worker, aml_overrides):
     def start(**extra):
-        return processes.start([sys.executable, "-m", "app", "worker"], env=env_for({**aml_overrides, **extra}))
+        return start_worker(**{**aml_overrides, **extra})
 
     return start
 
