@@ -66,15 +66,18 @@ class RequestContextMiddleware:
         # only a dict that already exists is shared with this one (uvicorn sends none; test clients do).
         scope.setdefault("extensions", {})
         token = request_id_var.set(request_id)
-        status = 500
+        status, counted = 500, False
         started = time.perf_counter()
 
         async def send_with_id(message):
-            nonlocal status
+            nonlocal status, counted
             if message["type"] == "http.response.start":
                 status = message["status"]
                 message["headers"] = [*self._tidy(status, message.get("headers", []), scope),
                                       (b"x-request-id", request_id.encode())]
+                # Counted before the client can see the answer: a scrape made after it includes it.
+                REQUESTS.labels(scope["method"], _operation(scope), str(status)).inc()
+                counted = True
             await send(message)
 
         try:
@@ -82,7 +85,8 @@ class RequestContextMiddleware:
         finally:
             elapsed = time.perf_counter() - started
             operation = _operation(scope)
-            REQUESTS.labels(scope["method"], operation, str(status)).inc()
+            if not counted:  # nothing was sent: the server answers 500
+                REQUESTS.labels(scope["method"], operation, str(status)).inc()
             LATENCY.labels(scope["method"], operation).observe(elapsed)
             logger.info("%s %s %s %.1fms", scope["method"], logged_path(scope["path"]), status, elapsed * 1000)
             request_id_var.reset(token)
