@@ -198,3 +198,31 @@ def test_multiproc_dir_must_be_in_the_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
     assert load(prometheus_multiproc_dir=tmp_path).prometheus_multiproc_dir == tmp_path
 
+
+
+def test_a_request_is_counted_before_its_answer_reaches_the_client():
+    """A scrape made as soon as an answer arrives includes that answer (gunicorn's probes rely on it)."""
+    import asyncio
+
+    from prometheus_client import REGISTRY
+
+    from app.middleware import RequestContextMiddleware
+
+    def counted():
+        return sum(s.value for f in REGISTRY.collect() for s in f.samples if s.name == "labelstore_http_requests_total")
+
+    async def app(scope, receive, send):
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    at_start = []
+
+    async def client(message):
+        if message["type"] == "http.response.start":
+            at_start.append(counted())
+
+    before = counted()
+    scope = {"type": "http", "method": "GET", "path": "/api/v1/me", "headers": []}
+    asyncio.run(RequestContextMiddleware(app)(scope, None, client))
+    assert at_start == [before + 1]
+    assert counted() == before + 1  # once
