@@ -177,8 +177,9 @@ def make_key(app_context):
         if "device" not in options:
             options.setdefault("email", f"{uuid.uuid4().hex[:8]}@example.org")
         key, secret = create_key(roles=list(roles), **options)
+        key_id = key.key_id  # read before the commit expires it (reading it after loads the key back)
         db.session.commit()  # the use case only flushes: requests commit at the edge, and so does this fixture
-        return {"Authentication-Key": key.key_id, "Authentication-Secret": secret}
+        return {"Authentication-Key": key_id, "Authentication-Secret": secret}
 
     return make
 
