@@ -8,6 +8,7 @@ hold at most one thread per check however often /info/status is asked.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import functools
 import logging
 import threading
 import time
@@ -38,13 +39,19 @@ class Check:
         return {"ok": self.ok, "message": self.message, "required": self.required}
 
 
+@functools.cache
+def _code_heads() -> frozenset[str]:
+    """The migrations' heads in this code: read once (parsing every revision file took ~15 ms a probe)."""
+    return frozenset(ScriptDirectory(str(MIGRATIONS)).get_heads())
+
+
 def _database(app) -> str:
     with app.app_context():
         timeout_ms = int(app_state(app).settings.status_check_timeout_seconds * 1000)
         with db.engine.connect() as conn:
             conn.execute(text(f"SET statement_timeout = {timeout_ms}"))
             current = set(conn.execute(text("SELECT version_num FROM alembic_version")).scalars())
-        heads = set(ScriptDirectory(str(MIGRATIONS)).get_heads())
+        heads = _code_heads()
         if current != heads:
             raise RuntimeError(f"migrations not at head (database {sorted(current) or 'empty'}, code {sorted(heads)}): "
                                "run `python -m app migrate`")
