@@ -233,7 +233,10 @@ def test_real_changes_emit_their_events(client, admin, make_key, image_set, star
         assert finished["data"]["imageset_id"] == image_set["imageset_id"]
         assert finished["data"]["progress"]["accepted"] == 1
         assert (revoked["type"], revoked["data"]["key_id"]) == ("key.revoked", key_id)
-        assert {d["status"] for d in deliveries(client, admin, webhook["webhook_id"])} == {"delivered"}
+        # The receiver answers before the worker records the delivery: wait for the record, not just the POST.
+        wait_until(lambda: {d["status"] for d in deliveries(client, admin, webhook["webhook_id"])} == {"delivered"},
+                   timeout=30, message="both deliveries recorded as delivered")
+        assert len(deliveries(client, admin, webhook["webhook_id"])) == 2
         assert deliveries(client, admin, other["webhook_id"]) == []  # not subscribed to these
         assert all(json.loads(body)["id"] == h["X-LabelStore-Event-Id"] for _, h, body in hook.received)
         time.sleep(0.5)
