@@ -162,23 +162,24 @@ def target(make_key, image_set, app_context, flask_app):
     free = Image(imageset_id=image_set["imageset_id"], blobstorage_path="imagesets/x/b.jpg", md5="1" * 32,
                  filetype="jpeg", filesize=10, width=4, height=3)
     db.session.add_all([image, free])
-    db.session.commit()
+    db.session.flush()
     campaign = campaign_with(db, "permission target", [image.id])
     completed = campaign_with(db, "permission completed", [image.id], status="completed")
     db.session.add(Dataset(campaign_id=completed.id, version=1, name="permission_completed", status="failed",
                            error="the build gave up", folder="datasets/permission_completed/1"))
-    db.session.commit()
     url_import = UrlImport(imageset_id=image_set["imageset_id"], status="finished", total=0)  # the set may finish
     db.session.add(url_import)
+    db.session.flush()
+    # Read before the one commit (reading after it would load each row back).
+    made = {"imageset_id": image_set["imageset_id"], "image_id": image.id, "campaign_id": campaign.id,
+            "completed_campaign_id": completed.id, "version": 1, "md5": image.md5, "free_image_id": free.id,
+            "import_id": url_import.id, **webhook_with_delivery(db)}
     db.session.commit()
     job_id = defer_check_storage(flask_app)
     db.session.execute(text("UPDATE procrastinate_jobs SET status = 'failed', attempts = 8 WHERE id = :id"),
                        {"id": job_id})
     db.session.commit()
-    return {"key_id": make_key("reader")["Authentication-Key"], "imageset_id": image_set["imageset_id"],
-            "image_id": image.id, "campaign_id": campaign.id, "completed_campaign_id": completed.id, "version": 1,
-            "job_id": job_id, "md5": image.md5, "free_image_id": free.id, "import_id": url_import.id,
-            **webhook_with_delivery(db)}
+    return {"key_id": make_key("reader")["Authentication-Key"], "job_id": job_id, **made}
 
 
 def webhook_with_delivery(db):
@@ -188,7 +189,7 @@ def webhook_with_delivery(db):
 
     webhook, _ = service.register(url="https://93.184.215.14/hooks", events=["key.revoked"])
     service.emit("key.revoked", {"key_id": "permission-table"})
-    db.session.commit()
+    db.session.flush()
     return {"webhook_id": webhook.id, "delivery_id": db.session.query(WebhookDelivery.id).scalar()}
 
 
@@ -200,7 +201,7 @@ def campaign_with(db, title, image_ids, status="active"):
     db.session.add(campaign)
     db.session.flush()
     db.session.add_all(CampaignImage(campaign_id=campaign.id, image_id=i) for i in image_ids)
-    db.session.commit()
+    db.session.flush()
     return campaign
 
 
