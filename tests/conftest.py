@@ -273,8 +273,10 @@ def stored_images(app_context, image_set):
     rows = [Image(imageset_id=image_set["imageset_id"], blobstorage_path=f"imagesets/c/{i}.jpg", md5=f"{i:032x}",
                   filetype="jpeg", filesize=100, width=100, height=80) for i in range(10)]
     db.session.add_all(rows)
+    db.session.flush()
+    ids = [r.id for r in rows]  # read before the commit expires them (after it, each row is loaded back)
     db.session.commit()
-    return [r.id for r in rows]
+    return ids
 
 
 @pytest.fixture
