@@ -69,15 +69,19 @@ class RequestContextMiddleware:
         status, counted = 500, False
         started = time.perf_counter()
 
+        def count() -> None:
+            nonlocal counted
+            if not counted:
+                REQUESTS.labels(scope["method"], _operation(scope), str(status)).inc()
+                counted = True
+
         async def send_with_id(message):
-            nonlocal status, counted
+            nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
                 message["headers"] = [*self._tidy(status, message.get("headers", []), scope),
                                       (b"x-request-id", request_id.encode())]
-                # Counted before the client can see the answer: a scrape made after it includes it.
-                REQUESTS.labels(scope["method"], _operation(scope), str(status)).inc()
-                counted = True
+                count()  # before the client can see the answer: a scrape made after it includes it
             await send(message)
 
         try:
@@ -85,8 +89,7 @@ class RequestContextMiddleware:
         finally:
             elapsed = time.perf_counter() - started
             operation = _operation(scope)
-            if not counted:  # nothing was sent: the server answers 500
-                REQUESTS.labels(scope["method"], operation, str(status)).inc()
+            count()  # nothing was sent: the server answers 500
             LATENCY.labels(scope["method"], operation).observe(elapsed)
             logger.info("%s %s %s %.1fms", scope["method"], logged_path(scope["path"]), status, elapsed * 1000)
             request_id_var.reset(token)
