@@ -17,9 +17,13 @@ Run: .venv/bin/python bench/url_import.py [--count 2000]
 from __future__ import annotations
 
 import argparse
+import asyncio
+import hashlib
+import io
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -52,11 +56,6 @@ def run_import(api, urls: list[str], title: str) -> tuple[float, dict]:
 
 def fetch_and_store(urls: list[str], in_flight: int, storage: BlobStorage) -> float:
     """The ceiling: the floor's fetching, each body then stored (Content-MD5 and type as the worker sets them)."""
-    import asyncio
-    import hashlib
-    import io
-    from concurrent.futures import ThreadPoolExecutor
-
     with ThreadPoolExecutor(STORE_THREADS) as pool:
         async def store(n: int, body: bytes) -> None:
             await asyncio.get_running_loop().run_in_executor(pool, lambda: storage.put_image(
